@@ -1,0 +1,105 @@
+"""TOML → frozen dataclasses. Every problem names its TOML key path.
+
+(Skeleton: the dataclasses are the shared contract; the loader is filled in below.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from syncd.models import OnShutdown, Overlap
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem: `path` is the TOML key path (`sources.hubspot.routes.contacts`)."""
+
+    path: str
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every error found (not just the first)."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    max_workers: int = 2
+    stale_minutes: float = 30.0
+    retention_minutes: float = 60.0
+    history_days: float = 30.0
+    prune_at: str = "30 3 * * *"
+    state_dir: Path = Path()
+    socket: Path = Path()
+    socket_mode: int = 0o660
+    kill_grace_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    default_priority: int = 5
+    log_max_bytes: int = 10 * 1024 * 1024
+    on_shutdown: OnShutdown = OnShutdown.REQUEUE
+    max_lost_requeues: int = 3
+    control_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """What runs for one (source, sync_type): the full argv and its inherited settings."""
+
+    source: str
+    sync_type: str
+    argv: tuple[str, ...]
+    cwd: Path | None
+    env: Mapping[str, str]
+    env_file: Path | None
+    timeout_minutes: float
+    retries: int
+    retry_backoff_seconds: float
+    allowed_params: tuple[str, ...]
+    priority: int
+    key_path: str  # e.g. "sources.hubspot.routes.contacts", for messages
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    max_concurrent: int | None
+    fallback: str | None
+    routes: Mapping[str, Route]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str
+    source: str
+    sync_type: str
+    timezone: str = "UTC"
+    priority: int | None = None
+    overlap: Overlap = Overlap.SKIP
+    catch_up: bool = True
+    starting_deadline_seconds: float | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    daemon: DaemonSettings
+    sources: Mapping[str, Source]
+    schedules: tuple[Schedule, ...]
+    warnings: tuple[Problem, ...] = ()
+    # where each [daemon] setting came from: "default" | "file" | "env"
+    origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

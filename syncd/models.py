@@ -1,0 +1,118 @@
+"""The closed vocabularies of syncd and the one record everything revolves around: a Task."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Status(str, Enum):
+    QUEUED = "queued"  # waiting for a slot
+    RUNNING = "running"  # a process was started for it
+    COMPLETED = "completed"  # the process exited 0
+    FAILED = "failed"  # non-zero exit, signal, timeout, stale, spawn error, lost
+    CANCELLED = "cancelled"  # an operator cancelled it
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL
+
+
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# Every allowed status change; anything else is refused by the store's compare-and-set.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def can_transition(old: Status, new: Status) -> bool:
+    return new in TRANSITIONS[old]
+
+
+class Overlap(str, Enum):
+    SKIP = "skip"  # a fire while the sync is queued or running is recorded, nothing queued
+    QUEUE = "queue"  # behaves as a manual submit (coalescing included)
+    REPLACE = "replace"  # cancel the running task, queue a new one
+
+
+class OnShutdown(str, Enum):
+    REQUEUE = "requeue"  # interrupted tasks are queued again at the front of their priority
+    FAIL = "fail"  # interrupted tasks stay failed
+
+
+class ErrorCode(str, Enum):
+    BAD_REQUEST = "bad_request"  # not JSON, not an object, too long, too deep
+    UNKNOWN_OP = "unknown_op"
+    INVALID_ARGS = "invalid_args"  # unknown, missing or ill-typed args
+    UNSUPPORTED_VERSION = "unsupported_version"
+    STORAGE_ERROR = "storage_error"  # the database could not commit; nothing acknowledged
+    BUSY = "busy"  # too many connections, or the database is locked by someone else
+    FORBIDDEN = "forbidden"  # a mutating op from a peer without the right
+    UNKNOWN_TASK = "unknown_task"
+    UNKNOWN_SOURCE = "unknown_source"
+    UNKNOWN_ROUTE = "unknown_route"
+    UNKNOWN_SCHEDULE = "unknown_schedule"
+    PARAM_NOT_ALLOWED = "param_not_allowed"
+    NOT_QUEUED = "not_queued"
+    CONFIG_INVALID = "config_invalid"
+    INTERNAL = "internal"  # a bug: logged with its traceback, never shown to the client
+
+
+@dataclass
+class Task:
+    """One attempt of one sync: one row, never reused, kept in history after it ends."""
+
+    id: int
+    source: str
+    sync_type: str
+    route: str
+    argv: list[str]
+    params: dict[str, Any]
+    priority: int
+    status: Status
+    trigger: str
+    attempt: int = 1
+    submitted_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    last_heartbeat: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    requested_by: str | None = None
+    not_before: str | None = None
+    progress: str | None = None
+    # Not part of the public task object: kept for reconciliation and requeue limits.
+    internal: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task object of the protocol: exactly the fields of SPEC 5.1."""
+        out = asdict(self)
+        out.pop("internal")
+        out["status"] = self.status.value
+        return out
+
+
+TASK_FIELDS = tuple(f for f in Task.__dataclass_fields__ if f != "internal")
+
+
+def trigger_manual() -> str:
+    return "manual"
+
+
+def trigger_schedule(name: str) -> str:
+    return f"schedule:{name}"
+
+
+def trigger_retry(task_id: int) -> str:
+    return f"retry:{task_id}"
+
+
+def trigger_requeue(task_id: int) -> str:
+    return f"requeue:{task_id}"
