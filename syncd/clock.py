@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -48,6 +48,10 @@ class FakeClock:
         self._now = when
 
 
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: None) -> None: ...
 def iso(dt: datetime | None) -> str | None:
     """ISO 8601 UTC with a `Z`, the one format every reply and row uses."""
     if dt is None:

@@ -1,0 +1,94 @@
+"""The `syncd` program: the daemon in the foreground, `check` and `demo`. A config or database
+problem ends it with exit 78 (EX_CONFIG, which systemd is told not to restart on) and one
+clear line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from datetime import datetime, timezone
+
+import click
+
+from syncd import __version__
+from syncd.check import render_json, render_text, run_check
+from syncd.config import ConfigError, load_config, resolve_config_path
+from syncd.errors import StoreUnusable
+
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+CONFIG_HELP = "Config file (default: $SYNCD_CONFIG, else /etc/syncd/syncd.toml)."
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: syncd --config /etc/syncd/syncd.toml",
+)
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.version_option(__version__, prog_name="syncd")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Run the sync daemon in the foreground (no subcommand), or check a config, or demo."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+    if ctx.invoked_subcommand is None:
+        ctx.exit(run_foreground(config_path))
+
+
+def run_foreground(config_path: str | None) -> int:
+    path = resolve_config_path(config_path, os.environ)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"syncd: config error in {path}: {len(exc.errors)} problem(s)", err=True)
+        return EX_CONFIG
+    try:
+        from syncd.daemon import run_daemon  # heavy (SQLite, sockets): only when running
+
+        return run_daemon(cfg)
+    except StoreUnusable as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        click.echo(f"syncd: database {exc.path}: {exc.problem}{hint}", err=True)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line for the operator, the trace only on request
+        if os.environ.get("SYNCD_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"syncd: internal error: {type(exc).__name__}: {exc}", err=True)
+        return EX_SOFTWARE
+
+
+@main.command(epilog="Example: syncd check --config etc/syncd.toml --strict")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--strict", is_flag=True, help="Count warnings as errors.")
+@click.pass_context
+def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bool) -> None:
+    """Validate a config offline: exit 0 valid, 1 invalid (one problem per line)."""
+    path = resolve_config_path(config_path or ctx.obj.get("config"), os.environ)
+    result = run_check(path, strict=strict)
+    if as_json:
+        doc = render_json(result, datetime.now(timezone.utc))
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for line in render_text(result):
+            click.echo(line)
+    ctx.exit(0 if result.valid else 1)
+
+
+@main.command(epilog="Example: syncd demo")
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run a throw-away daemon on a demo catalog with a live status view (Ctrl-C ends it)."""
+    from syncd.demo import run_demo  # needs the client side only when asked for
+
+    ctx.exit(run_demo())
+
+
+if __name__ == "__main__":
+    main()

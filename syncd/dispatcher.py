@@ -1,0 +1,446 @@
+"""The pool: slot accounting (global, per source, per route), dispatch in priority/FIFO order,
+one worker thread per running task, and the one submit path everything enqueues through.
+
+Dispatch is event-driven: submits, finishes and config changes notify `cond`; the daemon's
+loop waits on it until the next deadline and calls `tick()`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from syncd.clock import Clock, iso
+from syncd.config import DaemonSettings, Route
+from syncd.errors import SyncdError
+from syncd.events import EventBus
+from syncd.models import ErrorCode, Status, Task
+from syncd.routing import RouteTable
+from syncd.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.store import NewTask, Store
+
+log = logging.getLogger(__name__)
+
+# Why a running task is being killed; decides its final status and message.
+KILL_CANCEL = "cancel"
+KILL_TIMEOUT = "timeout"
+KILL_STALE = "stale"
+KILL_SHUTDOWN = "shutdown"
+
+
+@dataclass
+class RunningTask:
+    """What the daemon knows about one running task beyond its row."""
+
+    task: Task
+    route: Route | None
+    started_mono: float
+    last_progress_mono: float
+    child: Child | None = None
+    kill_reason: str | None = None
+    kill_detail: str | None = None
+    last_cpu: float = 0.0
+    last_io: int = 0
+    last_output: int = 0
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+def _minutes(value: float) -> str:
+    return f"{value:g} min"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        routes: RouteTable,
+        settings: DaemonSettings,
+        clock: Clock,
+        events: EventBus,
+        base_env: Mapping[str, str] | None = None,
+        child_factory: Callable[[SpawnRequest], Child] = Child.start,
+    ):
+        self.store = store
+        self.routes = routes
+        self.settings = settings
+        self.clock = clock
+        self.events = events
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.child_factory = child_factory
+        self.cond = threading.Condition()
+        self.running: dict[int, RunningTask] = {}
+        self.stopping = False
+        self.paused = store.get_setting("paused") == "1"
+        self.log_dir = settings.state_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def max_workers(self) -> int:
+        override = self.store.get_setting("max_workers")
+        return int(override) if override else self.settings.max_workers
+
+    def set_max_workers(self, value: int | None) -> None:
+        """Persisted runtime override; None returns to file/env. Lowering never kills."""
+        self.store.set_setting("max_workers", None if value is None else str(value))
+        self._changed("pool")
+
+    def set_paused(self, paused: bool) -> None:
+        self.store.set_setting("paused", "1" if paused else None)
+        with self.cond:
+            self.paused = paused
+        self._changed("pool")
+
+    def update_config(self, routes: RouteTable, settings: DaemonSettings) -> None:
+        with self.cond:
+            self.routes = routes
+            self.settings = settings
+        self._changed("config")
+
+    # -- submit -----------------------------------------------------------------------------
+    def new_task(
+        self,
+        source: str,
+        sync_type: str | None,
+        params: Mapping[str, Any] | None,
+        priority: int | None,
+        trigger: str,
+        requested_by: str | None,
+    ) -> NewTask:
+        res = self.routes.resolve(source, sync_type, params)
+        return NewTask(
+            source=res.source,
+            sync_type=res.sync_type,
+            route=res.route.sync_type,
+            argv=list(res.argv),
+            params=dict(res.params),
+            priority=res.route.priority if priority is None else priority,
+            trigger=trigger,
+            requested_by=requested_by,
+        )
+
+    def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
+        task, coalesced = self.store.enqueue(new, allow_duplicate=allow_duplicate)
+        if coalesced:
+            log.info("task %d coalesced: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
+        else:
+            log.info("task %d queued: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
+        self._task_event(task)
+        self.wake()
+        return task, coalesced
+
+    def submit_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
+        results = self.store.enqueue_many(items)
+        log.info("submit_many: %d items, %d new", len(results), sum(not c for _, c in results))
+        self._changed("pool")
+        self.wake()
+        return results
+
+    # -- cancel -----------------------------------------------------------------------------
+    def cancel(self, ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+        tasks = {i: self.store.get(i) for i in ids}
+        unknown = [i for i, t in tasks.items() if t is None]
+        if unknown:
+            raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {unknown[0]}", {"unknown": unknown})
+        cancelled: list[int] = []
+        skipped: list[dict[str, Any]] = []
+        for task_id in ids:
+            if self.cancel_one(task_id):
+                cancelled.append(task_id)
+            else:
+                current = self.store.get(task_id)
+                assert current is not None
+                skipped.append({"id": task_id, "status": current.status.value})
+        return cancelled, skipped
+
+    def cancel_one(self, task_id: int, reason: str = KILL_CANCEL) -> bool:
+        """Cancel a queued task at once, or kill a running one (it ends `cancelled`)."""
+        with self.cond:
+            rt = self.running.get(task_id)
+            if rt is not None:
+                self._kill(rt, reason)
+                return True
+        done = self.store.cancel_queued([task_id], finished_at=iso(self.clock.now()))
+        if done:
+            task = self.store.get(task_id)
+            if task is not None:
+                log.info("task %d cancelled while queued", task_id)
+                self._task_event(task)
+            self.wake()
+        return bool(done)
+
+    def kill(self, task_id: int, reason: str, detail: str | None = None) -> bool:
+        with self.cond:
+            rt = self.running.get(task_id)
+            if rt is None:
+                return False
+            self._kill(rt, reason, detail)
+            return True
+
+    def _kill(self, rt: RunningTask, reason: str, detail: str | None = None) -> None:
+        if rt.kill_reason is None:
+            rt.kill_reason = reason
+            rt.kill_detail = detail
+            log.info("task %d: killing (%s)", rt.task.id, detail or reason)
+        if rt.child is not None:
+            rt.child.terminate(self.settings.kill_grace_seconds)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def tick(self) -> list[int]:
+        """Start queued tasks while slots are free; returns the ids started."""
+        started: list[int] = []
+        with self.cond:
+            if self.paused or self.stopping:
+                return started
+            limit = self.max_workers
+            while len(self.running) < limit:
+                task = self._next_candidate()
+                if task is None:
+                    break
+                if self._start(task):
+                    started.append(task.id)
+        return started
+
+    def _next_candidate(self) -> Task | None:
+        per_source: dict[str, int] = {}
+        for rt in self.running.values():
+            per_source[rt.task.source] = per_source.get(rt.task.source, 0) + 1
+        full_sources = set()
+        for name, count in per_source.items():
+            src = self.routes.source(name)
+            if src is not None and src.max_concurrent is not None and count >= src.max_concurrent:
+                full_sources.add(name)
+        busy_routes = {(rt.task.source, rt.task.route) for rt in self.running.values()}
+        return self.store.next_queued(
+            iso(self.clock.now()), exclude_sources=full_sources, exclude_routes=busy_routes
+        )
+
+    def _start(self, task: Task) -> bool:
+        now = self.clock.now()
+        claimed = self.store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=iso(now))
+        if claimed is None:
+            return False
+        route = self.routes.route(claimed.source, claimed.route)
+        mono = self.clock.monotonic()
+        rt = RunningTask(task=claimed, route=route, started_mono=mono, last_progress_mono=mono)
+        self.running[task.id] = rt
+        log.info(
+            "task %d started: %s.%s (%s)", task.id, claimed.source, claimed.route, claimed.trigger
+        )
+        self._task_event(claimed)
+        rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{task.id}")
+        rt.thread.daemon = True
+        rt.thread.start()
+        return True
+
+    def next_deadline(self) -> float | None:
+        """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
+        nb = self.store.next_not_before()
+        if nb is None:
+            return None
+        from syncd.clock import parse_iso
+
+        when = parse_iso(nb)
+        assert when is not None
+        return max(0.0, (when - self.clock.now()).total_seconds())
+
+    # -- one task ---------------------------------------------------------------------------
+    def _work(self, rt: RunningTask) -> None:
+        task = rt.task
+        try:
+            self._run_child(rt)
+        except Exception:  # a bug must not leave the row running and the slot taken
+            log.exception("task %d: internal error in its worker", task.id)
+            self._finish(rt, Status.FAILED, None, "internal error in syncd (see daemon log)")
+
+    def _run_child(self, rt: RunningTask) -> None:
+        task = rt.task
+        route = rt.route
+        if route is None:
+            self._finish(
+                rt,
+                Status.FAILED,
+                None,
+                f"unknown_route: {task.source}.{task.route} is no longer configured",
+            )
+            return
+        if rt.kill_reason is not None:
+            self._finish_killed(rt, None)
+            return
+        try:
+            env = build_env(
+                self.base_env,
+                route.env_file,
+                route.env,
+                {
+                    "SYNCD_TASK_ID": str(task.id),
+                    "SYNCD_SOURCE": task.source,
+                    "SYNCD_SYNC_TYPE": task.sync_type,
+                    "SYNCD_ATTEMPT": str(task.attempt),
+                },
+            )
+            child = self.child_factory(
+                SpawnRequest(
+                    task_id=task.id,
+                    argv=task.argv,
+                    cwd=route.cwd,
+                    env=env,
+                    log_path=self.log_dir / f"{task.id}.log",
+                    log_max_bytes=self.settings.log_max_bytes,
+                )
+            )
+        except SpawnError as exc:
+            log.warning("task %d: spawn error: %s", task.id, exc)
+            self._finish(rt, Status.FAILED, None, f"spawn error: {exc}")
+            return
+        with self.cond:
+            rt.child = child
+            if rt.kill_reason is not None:
+                child.terminate(self.settings.kill_grace_seconds)
+        self.store.set_running_fields(
+            task.id,
+            pid=child.pid,
+            proc_starttime=child.identity.starttime,
+            boot_id=child.identity.boot_id,
+        )
+        code = child.wait()
+        assert code is not None
+        if rt.kill_reason is not None:
+            self._finish_killed(rt, code)
+        elif code == 0:
+            self._finish(rt, Status.COMPLETED, 0, None)
+        else:
+            self._finish(rt, Status.FAILED, code, describe_exit(code))
+
+    def _finish_killed(self, rt: RunningTask, code: int | None) -> None:
+        reason = rt.kill_reason
+        if reason == KILL_CANCEL:
+            self._finish(rt, Status.CANCELLED, code, "cancelled")
+        elif reason == KILL_SHUTDOWN:
+            self._finish(rt, Status.FAILED, code, "interrupted by shutdown")
+        else:
+            self._finish(rt, Status.FAILED, code, rt.kill_detail or str(reason))
+
+    def _finish(self, rt: RunningTask, status: Status, code: int | None, error: str | None) -> None:
+        task = rt.task
+        now = self.clock.now()
+        retry = requeue = None
+        if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
+            if self.settings.on_shutdown.value == "requeue":
+                requeue = self._follow_up(task, f"requeue:{task.id}", front=True)
+        elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
+            retry = self._follow_up(task, f"retry:{task.id}", attempt=task.attempt + 1)
+            backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
+            backoff *= 1 + random.uniform(0, 0.1)
+            retry = NewTask(
+                **{**retry.__dict__, "not_before": iso(now + timedelta(seconds=backoff))}
+            )
+        if rt.child is not None:
+            progress = rt.child.log.progress
+            if progress is not None:
+                self.store.heartbeat([(task.id, iso(now) or "", progress)])
+        done, follow = self.store.finish(
+            task.id,
+            status,
+            finished_at=iso(now) or "",
+            exit_code=code,
+            error=error,
+            retry=retry,
+            requeue=requeue,
+        )
+        duration = self.clock.monotonic() - rt.started_mono
+        log.info(
+            "task %d finished: %s.%s %s in %.1fs%s",
+            task.id,
+            task.source,
+            task.route,
+            status.value,
+            duration,
+            f" ({error})" if error else "",
+        )
+        if follow is not None:
+            log.info(
+                "task %d queued: %s (%s)", follow.id, follow.trigger, follow.not_before or "now"
+            )
+        with self.cond:
+            self.running.pop(task.id, None)
+            self.cond.notify_all()
+        if done is not None:
+            self._task_event(done)
+        if follow is not None:
+            self._task_event(follow)
+
+    def _follow_up(
+        self, task: Task, trigger: str, *, attempt: int | None = None, front: bool = False
+    ) -> NewTask:
+        return NewTask(
+            source=task.source,
+            sync_type=task.sync_type,
+            route=task.route,
+            argv=list(task.argv),
+            params=dict(task.params),
+            priority=task.priority,
+            trigger=trigger,
+            attempt=task.attempt if attempt is None else attempt,
+            requested_by=task.requested_by,
+            lost_count=int(task.internal.get("lost_count", 0)),
+            front=front,
+        )
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def stop(self, timeout: float) -> None:
+        """Stop dispatching, kill every running task and wait for their rows to be final."""
+        with self.cond:
+            self.stopping = True
+            for rt in list(self.running.values()):
+                self._kill(rt, KILL_SHUTDOWN)
+            threads = [rt.thread for rt in self.running.values() if rt.thread is not None]
+        for thread in threads:
+            thread.join(timeout)
+
+    # -- events -----------------------------------------------------------------------------
+    def _task_event(self, task: Task) -> None:
+        self.events.publish(
+            {
+                "event": "task",
+                "at": iso(self.clock.now()),
+                "task": task.to_dict(),
+                "status": task.status.value,
+            }
+        )
+        self._changed("pool")
+
+    def _changed(self, kind: str) -> None:
+        if kind == "pool":
+            counts = self.store.counts()
+            status = {"running": len(self.running), "queued": counts.get("queued", 0)}
+            self.events.publish({"event": "pool", "at": iso(self.clock.now()), "status": status})
+        else:
+            self.events.publish({"event": kind, "at": iso(self.clock.now())})
+        self.wake()
+
+
+def log_path(state_dir: Path, task_id: int) -> Path:
+    return state_dir / "logs" / f"{task_id}.log"

@@ -1,0 +1,145 @@
+"""The versioned schema of the store. `PRAGMA user_version` is the number of migrations
+applied; each migration runs in its own transaction with the version bump, so a crash
+mid-upgrade leaves the file at the previous version, never in between.
+
+Append new migrations to `MIGRATIONS`; never edit one that has shipped."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """The whole initial schema: tasks, their indexes and counters, settings, schedule state."""
+    statuses = ", ".join(f"'{s}'" for s in STATUSES)
+    conn.execute(
+        f"""
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,
+            sync_type TEXT NOT NULL,
+            route TEXT NOT NULL,
+            argv TEXT NOT NULL,
+            params TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({statuses})),
+            "trigger" TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            submitted_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            last_heartbeat TEXT,
+            pid INTEGER,
+            exit_code INTEGER,
+            error TEXT,
+            requested_by TEXT,
+            not_before TEXT,
+            progress TEXT,
+            queue_order INTEGER NOT NULL,
+            lost_count INTEGER NOT NULL DEFAULT 0,
+            proc_starttime INTEGER,
+            boot_id TEXT
+        )
+        """
+    )
+    # Dispatch order: the next queued task is the first entry of this index. id makes the
+    # order total (list paging); source, route and not_before let dispatch skip excluded or
+    # not-yet-due tasks inside the index instead of reading each row (5x at 100k queued).
+    conn.execute(
+        "CREATE INDEX tasks_queue ON tasks(priority, queue_order, id, source, route, not_before)"
+        " WHERE status = 'queued'"
+    )
+    # Coalescing and "is this sync active" lookups.
+    conn.execute(
+        "CREATE INDEX tasks_active_key ON tasks(source, route, params)"
+        " WHERE status IN ('queued', 'running')"
+    )
+    # History and `list` of finished tasks. Partial, like the status index: queued rows
+    # (possibly a million) would only make every insert pay for entries nobody reads.
+    conn.execute("CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL")
+    conn.execute("CREATE INDEX tasks_status ON tasks(status) WHERE status <> 'queued'")
+    # Retry timers: few rows, so the earliest not_before is cheap even at 1M queued.
+    conn.execute(
+        "CREATE INDEX tasks_not_before ON tasks(not_before)"
+        " WHERE status = 'queued' AND not_before IS NOT NULL"
+    )
+    # Follow-up idempotency (retry:<id>, requeue:<id>) and history by trigger; manual
+    # submissions are the bulk of the table and are left out to keep inserts cheap.
+    conn.execute("""CREATE INDEX tasks_follow_up ON tasks("trigger") WHERE "trigger" <> 'manual'""")
+    # Per-status counters, so `status` stays O(1) at a million queued. Status changes and
+    # deletes keep them by trigger; inserts (only ever store_sql.Batch, always `queued`)
+    # add their number once per batch, because a per-row trigger doubled the insert cost.
+    conn.execute("CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO task_counts (status, n) VALUES (?, 0)", [(s,) for s in STATUSES])
+    conn.execute(
+        """
+        CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+            UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+        END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER tasks_count_update AFTER UPDATE OF status ON tasks
+        WHEN OLD.status IS NOT NEW.status BEGIN
+            UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+            UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+        END
+        """
+    )
+    conn.execute("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT)")
+    conn.execute(
+        """
+        CREATE TABLE schedule_state (
+            name TEXT PRIMARY KEY,
+            last_fire TEXT,
+            last_outcome TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            paused_at TEXT
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1]
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The file was written by a newer syncd; downgrading would lose data."""
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST) -> list[int]:
+    """Apply the missing migrations up to `target`; returns the versions applied.
+
+    `conn` must be in autocommit mode (isolation_level=None): each step is its own
+    BEGIN IMMEDIATE ... COMMIT, and re-reads the version inside it so two processes
+    opening the same file cannot both apply a step."""
+    applied: list[int] = []
+    current = version(conn)
+    if current > LATEST:
+        raise SchemaTooNew(f"schema version {current} is newer than this syncd ({LATEST})")
+    while current < target:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = version(conn)
+            if current < target:
+                MIGRATIONS[current](conn)
+                current += 1
+                conn.execute(f"PRAGMA user_version = {current}")
+                applied.append(current)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return applied

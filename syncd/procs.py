@@ -1,0 +1,314 @@
+"""Process identity, process-tree sampling and safe group signalling.
+
+A task's process is identified by (pid, kernel start time, boot id) so that a recycled pid
+is never mistaken for it. A process group is signalled with `killpg` only while its number
+cannot have been recycled: the leader is known to be unreaped (alive or a zombie), or a
+process we recorded from the task's tree is still a live member. Everything else is
+signalled one process at a time through psutil, which checks the creation time first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_PROC = Path("/proc")
+_BOOT_ID = _PROC / "sys/kernel/random/boot_id"
+_RACES = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
+_POLL_SECONDS = 0.05
+
+
+def boot_id() -> str:
+    """The kernel's boot id: a pid and start time only mean something within one boot."""
+    return _BOOT_ID.read_text().strip()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 onwards).
+
+    The name is in parentheses and may itself contain spaces and ')', so split after the
+    last ')'."""
+    try:
+        raw = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    _, sep, rest = raw.rpartition(b")")
+    if not sep:
+        return None
+    return rest.decode("ascii", "replace").split()
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: start time in clock ticks since boot."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids whose process group is `pgid`, zombies excluded (they hold nothing but a pid)."""
+    members: list[int] = []
+    try:
+        entries = os.listdir(_PROC)
+    except OSError:
+        return members
+    for name in entries:
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(int(name))
+        if fields is None or len(fields) < 3 or fields[0] in ("Z", "X"):
+            continue
+        if fields[2] == str(pgid):
+            members.append(int(name))
+    return members
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except _RACES:
+        return False
+
+
+def _pgid_of(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid) if _alive(proc) else None
+    except OSError:
+        return None
+
+
+def signal_tree(
+    pgid: int, sig: int, leader_unreaped: bool, recorded: Iterable[psutil.Process]
+) -> bool:
+    """Send `sig` to a task's group and to each recorded process of its tree.
+
+    `killpg` only when the group number is provably still the task's: its leader is
+    unreaped, or a recorded process (identity checked by psutil) is still a member.
+    Returns whether anything was signalled."""
+    recorded = list(recorded)
+    sent = False
+    if leader_unreaped or any(_pgid_of(p) == pgid for p in recorded):
+        try:
+            os.killpg(pgid, sig)
+            sent = True
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            log.warning("cannot signal process group %d: %s", pgid, exc)
+    for proc in recorded:
+        try:
+            if _alive(proc):
+                proc.send_signal(sig)  # psutil refuses if the pid now names another process
+                sent = True
+        except _RACES:
+            pass
+    return sent
+
+
+def survivors(pgid: int | None, recorded: Iterable[psutil.Process]) -> list[int]:
+    """Live recorded processes plus live members of `pgid` (None: do not scan a group)."""
+    pids = {p.pid for p in recorded if _alive(p)}
+    if pgid is not None:
+        pids.update(group_members(pgid))
+    return sorted(pids)
+
+
+def wait_gone(pgid: int | None, recorded: Iterable[psutil.Process], timeout: float) -> list[int]:
+    """Poll until nothing of the tree is alive or `timeout` passes; return the survivors."""
+    recorded = list(recorded)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = survivors(pgid, recorded)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(_POLL_SECONDS)
+
+
+@dataclass(frozen=True)
+class ProcIdentity:
+    """What was stored at spawn to recognise the task's process after a daemon restart."""
+
+    pid: int
+    starttime: int
+    boot_id: str
+
+    def is_alive(self) -> bool:
+        """Same boot, and the pid still names the process started then (alive or zombie)."""
+        try:
+            if boot_id() != self.boot_id:
+                return False
+        except OSError:
+            return False
+        return proc_starttime(self.pid) == self.starttime
+
+    @classmethod
+    def of(cls, pid: int) -> ProcIdentity:
+        return cls(pid, proc_starttime(pid) or 0, boot_id())
+
+
+def _running(identity: ProcIdentity) -> bool:
+    """Alive and not a zombie: a zombie leader needs no more signals, only its members."""
+    fields = _stat_fields(identity.pid)
+    return identity.is_alive() and fields is not None and fields[0] not in ("Z", "X")
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        leader = psutil.Process(pid)
+        return [leader, *leader.children(recursive=True)]
+    except _RACES:
+        return []
+
+
+def kill_identified_group(identity: ProcIdentity, grace: float) -> bool:
+    """Kill a task process left by a previous daemon instance, if it is provably that process.
+
+    SIGTERM to its group and recorded descendants, up to `grace` seconds, then SIGKILL.
+    A recycled pid or another boot is never signalled. Returns whether anything was signalled."""
+    if not identity.is_alive():
+        return False
+    pid = identity.pid
+    recorded = _tree(pid)
+    if not identity.is_alive():  # it ended while we listed its tree
+        return False
+    log.info("killing left-over process group %d", pid)
+    sent = signal_tree(pid, signal.SIGTERM, leader_unreaped=True, recorded=recorded)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _running(identity) and not survivors(pid, recorded):
+            break
+        time.sleep(_POLL_SECONDS)
+    if _running(identity) or survivors(pid, recorded):
+        signal_tree(pid, signal.SIGKILL, leader_unreaped=identity.is_alive(), recorded=recorded)
+        for left in wait_gone(pid, recorded, 2.0):
+            log.warning("process %d survived SIGKILL of left-over group %d", left, pid)
+    return sent
+
+
+@dataclass(frozen=True)
+class TreeSample:
+    """One look at a task's process tree. cpu_seconds and io_bytes are cumulative and never
+    decrease, even when members exit, so growth always means progress."""
+
+    cpu_seconds: float
+    io_bytes: int
+    rss_bytes: int
+    cpu_percent: float
+    processes: int
+
+
+@dataclass
+class _Seen:
+    proc: psutil.Process
+    cpu: float = 0.0
+    io: int = 0
+
+
+class TreeSampler:
+    """Samples one task's tree; keeps the psutil objects so cpu_percent has a baseline and
+    processes that left the tree (setsid + reparenting) are still remembered for killing."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._lock = threading.Lock()  # the monitor samples while a worker may be killing
+        self._seen: dict[int, _Seen] = {}
+        self._cpu_total = 0.0
+        self._io_total = 0
+
+    def _refresh(self) -> list[_Seen]:
+        """Update the remembered set from the live tree; return the live entries."""
+        live: list[_Seen] = []
+        current: set[int] = set()
+        for proc in _tree(self.pid):
+            seen = self._seen.get(proc.pid)
+            if seen is None or seen.proc != proc:  # new, or the pid was reused
+                seen = self._seen[proc.pid] = _Seen(proc)
+            current.add(proc.pid)
+            live.append(seen)
+        for pid, seen in list(self._seen.items()):
+            if pid in current:
+                continue
+            if _alive(seen.proc):
+                live.append(seen)  # escaped the tree, still ours
+            else:
+                del self._seen[pid]
+        return live
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every live process of the tree except the leader, including escaped ones."""
+        with self._lock:
+            return [s.proc for s in self._refresh() if s.proc.pid != self.pid]
+
+    def sample(self) -> TreeSample:
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> TreeSample:
+        rss = 0
+        percent = 0.0
+        count = 0
+        for seen in self._refresh():
+            proc = seen.proc
+            try:
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    times = proc.cpu_times()
+                    cpu = times.user + times.system + times.children_user + times.children_system
+                    mem = proc.memory_info().rss
+                    pct = proc.cpu_percent(interval=None)
+                    io = _io_bytes(proc)
+            except _RACES:
+                continue
+            self._cpu_total += max(0.0, cpu - seen.cpu)
+            self._io_total += max(0, io - seen.io)
+            seen.cpu = max(seen.cpu, cpu)
+            seen.io = max(seen.io, io)
+            rss += mem
+            percent += pct
+            count += 1
+        return TreeSample(self._cpu_total, self._io_total, rss, percent, count)
+
+
+def pipe_holders(inode: int) -> list[psutil.Process]:
+    """Other processes with a pipe (identified by its inode) open: whoever keeps a task's
+    output open after its process group is gone escaped the group (setsid)."""
+    target = f"pipe:[{inode}]"
+    me = os.getpid()
+    found: list[psutil.Process] = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit() or int(name) == me:
+            continue
+        fd_dir = _PROC / name / "fd"
+        try:
+            links = [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)]
+            if target in links:
+                found.append(psutil.Process(int(name)))
+        except (OSError, *_RACES):
+            continue
+    return found
+
+
+def _io_bytes(proc: psutil.Process) -> int:
+    """Characters read and written, sockets included: a sync talking to an API is working
+    even when it touches no disk. 0 when the kernel does not tell us."""
+    try:
+        io = proc.io_counters()
+    except (*_RACES, AttributeError, NotImplementedError, OSError):
+        return 0
+    chars = getattr(io, "read_chars", None), getattr(io, "write_chars", None)
+    if chars[0] is not None and chars[1] is not None:
+        return int(chars[0]) + int(chars[1])
+    return int(io.read_bytes) + int(io.write_bytes)

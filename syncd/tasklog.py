@@ -1,0 +1,443 @@
+"""A task's output log: capped to head + tail, readable while the task runs, bounded memory.
+
+Layout while the task runs:
+
+- `<path>` holds the head: the first `max_bytes // 2` bytes of output, appended as they come.
+- Once the head is full, output goes to `<path>.tail/<start>`, segment files of about 1/8 of
+  the tail budget, named by the stream offset of their first byte. The oldest segment is
+  deleted as soon as the others still hold the whole tail budget, so the disk holds at most
+  `max_bytes` plus one segment and memory holds one read buffer.
+
+On close the final `<path>` is assembled (head + `\\n[syncd: N bytes omitted]\\n` + exactly the
+tail budget) in a temporary file, moved over `<path>`, and the segments are removed.
+
+Readers (`read_log`) address the log by *output offset*: the position in the stream of bytes
+the child wrote. For a log that was never capped that is the file offset; for a capped one,
+omitted bytes keep their offsets and are rendered as the marker. So a follower keeps its
+place across the cap and across the final assembly. Bytes are stored raw; invalid UTF-8 is
+only replaced when read. Write failures (a full disk) never reach the caller: output is
+dropped, and the gap is shown with the same marker.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+MARKER = b"\n[syncd: %d bytes omitted]\n"
+_MARKER_RE = re.compile(rb"\n\[syncd: ([0-9]+) bytes omitted\]\n")
+_MARKER_FIXED = len(MARKER % 0) - 1
+PROGRESS_PREFIX = b"::progress "
+PROGRESS_MAX = 4096
+_MIN_SEGMENT = 4096
+_COPY_CHUNK = 1 << 20
+_DROP_RETRY_SECONDS = 1.0
+_FILE_MODE = 0o640
+
+
+def tail_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".tail")
+
+
+@dataclass
+class _Segment:
+    start: int  # output offset of its first byte
+    length: int
+
+    def name(self) -> str:
+        return f"{self.start:020d}"
+
+
+class TaskLog:
+    """Writer for one task's output; see the module docstring for the layout."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max(2, max_bytes)
+        self.head_limit = self.max_bytes // 2
+        self.tail_limit = self.max_bytes - self.head_limit
+        self.segment_size = max(self.tail_limit // 8, _MIN_SEGMENT)
+        self.bytes_written = 0
+        self.progress: str | None = None
+        self.dropped = False
+        self._tail = tail_dir(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self._tail, ignore_errors=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        self._head_fd: int | None = os.open(path, flags, _FILE_MODE)
+        self._head_len = 0
+        self._head_open = True  # False once full or after a failed write
+        self._segs: deque[_Segment] = deque()
+        self._seg_fd: int | None = None
+        self._retained = 0
+        self._retry_at = 0.0
+        self._failing = False
+        self._closed = False
+        self._line: bytes | None = b""  # start of the current line while it may be progress
+        self._capture: bytearray | None = None  # text of the progress line being read
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not data or self._closed:
+            return
+        self._scan_progress(data)
+        start = self.bytes_written
+        self.bytes_written += len(data)
+        view = memoryview(data)
+        if self._head_open and self._head_fd is not None:
+            n = min(len(view), self.head_limit - self._head_len)
+            done = self._write_all(self._head_fd, view[:n])
+            self._head_len += done
+            if done < n:
+                self._head_open = False
+                return
+            if self._head_len >= self.head_limit:
+                self._head_open = False
+            view = view[n:]
+            start += n
+        if view:
+            self._write_tail(view, start)
+
+    def _write_all(self, fd: int, data: memoryview) -> int:
+        """Write everything or report how much got out; a failure starts a drop episode."""
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(fd, data[done:])
+            except OSError as exc:
+                self._fail(exc)
+                return done
+        if self._failing:
+            log.info("log %s: writing again after dropping output", self.path)
+            self._failing = False
+        return done
+
+    def _fail(self, exc: OSError) -> None:
+        self.dropped = True
+        self._retry_at = time.monotonic() + _DROP_RETRY_SECONDS
+        if not self._failing:
+            log.warning("log %s: output dropped: %s", self.path, exc.strerror or exc)
+        self._failing = True
+
+    def _write_tail(self, view: memoryview, start: int) -> None:
+        if self._failing and time.monotonic() < self._retry_at:
+            self._close_segment()  # the next segment starts after the gap
+            return
+        while view:
+            full = self._seg_fd is None or self._segs[-1].length >= self.segment_size
+            if full and not self._open_segment(start):
+                return
+            seg = self._segs[-1]
+            n = min(len(view), self.segment_size - seg.length)
+            assert self._seg_fd is not None
+            done = self._write_all(self._seg_fd, view[:n])
+            seg.length += done
+            self._retained += done
+            if done < n:
+                self._close_segment()
+                return
+            view = view[n:]
+            start += n
+            self._prune()
+
+    def _open_segment(self, start: int) -> bool:
+        self._close_segment()
+        seg = _Segment(start, 0)
+        try:
+            self._tail.mkdir(exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            self._seg_fd = os.open(self._tail / seg.name(), flags, _FILE_MODE)
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        self._segs.append(seg)
+        return True
+
+    def _close_segment(self) -> None:
+        if self._seg_fd is not None:
+            os.close(self._seg_fd)
+            self._seg_fd = None
+
+    def _prune(self) -> None:
+        """Drop the oldest segments while the rest still cover the whole tail budget."""
+        while len(self._segs) > 1 and self._retained - self._segs[0].length >= self.tail_limit:
+            old = self._segs.popleft()
+            self._retained -= old.length
+            with contextlib.suppress(OSError):
+                os.unlink(self._tail / old.name())
+
+    # -- progress -------------------------------------------------------------------------
+
+    def _scan_progress(self, data: bytes) -> None:
+        """Find `::progress ` lines without buffering lines: only the first PROGRESS_MAX bytes
+        of a progress line are kept, and other lines are skipped with C-speed searches."""
+        pos, end = 0, len(data)
+        plen = len(PROGRESS_PREFIX)
+        while pos < end:
+            if self._capture is not None:
+                nl = data.find(b"\n", pos)
+                stop = end if nl < 0 else nl
+                room = PROGRESS_MAX - len(self._capture)
+                if room > 0:
+                    self._capture += data[pos : min(stop, pos + room)]
+                if nl < 0:
+                    return
+                self._end_progress()
+                self._line, pos = b"", nl + 1
+                continue
+            if self._line is not None:
+                piece = data[pos : pos + plen - len(self._line)]
+                cut = piece.find(b"\n")
+                if cut >= 0:
+                    self._line, pos = b"", pos + cut + 1
+                    continue
+                candidate = self._line + piece
+                if not PROGRESS_PREFIX.startswith(candidate):
+                    self._line = None  # an ordinary line: fall through to the search
+                elif len(candidate) == plen:
+                    self._line, self._capture = None, bytearray()
+                    pos += len(piece)
+                    continue
+                else:
+                    self._line = candidate  # the chunk ended inside a possible prefix
+                    return
+            hit = data.find(b"\n" + PROGRESS_PREFIX, pos)
+            if hit >= 0:
+                self._line, pos = b"", hit + 1
+                continue
+            last = data.rfind(b"\n", max(pos, end - plen), end)
+            if last < 0:
+                return
+            self._line, pos = b"", last + 1
+
+    def _end_progress(self) -> None:
+        if self._capture is None:
+            return
+        raw = bytes(self._capture)
+        self._capture = None
+        # A capture cut at PROGRESS_MAX may end inside a character: leave that part out.
+        full = len(raw) >= PROGRESS_MAX
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=not full)
+        text = text.strip()
+        encoded = text.encode()
+        if len(encoded) > PROGRESS_MAX:
+            text = encoded[:PROGRESS_MAX].decode("utf-8", "ignore").rstrip()
+        if text:
+            self.progress = text
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the last progress line and assemble the final file. Idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._end_progress()
+        self._close_segment()
+        try:
+            if self._segs or self.dropped:
+                self._assemble()
+        finally:
+            if self._head_fd is not None:
+                os.close(self._head_fd)
+                self._head_fd = None
+
+    def _assemble(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        old = self._tail.with_name(self._tail.name + ".old")
+        try:
+            with open(tmp, "wb") as out:
+                self._copy_head(out)
+                self._copy_tail(out)
+            # Hide the segments before replacing the head, so a reader never sees both the
+            # final file and segments it already contains.
+            if self._tail.exists():
+                self._tail.rename(old)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self.dropped = True
+            log.warning("log %s: could not assemble head and tail: %s", self.path, exc)
+            tmp.unlink(missing_ok=True)
+            if old.exists() and not self._tail.exists():
+                old.rename(self._tail)  # keep the running layout, which read_log understands
+            return
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _copy_head(self, out: BinaryIO) -> None:
+        assert self._head_fd is not None
+        _copy_range(self._head_fd, 0, self._head_len, out)
+
+    def _copy_tail(self, out: BinaryIO) -> None:
+        skip = max(0, self._retained - self.tail_limit)
+        expected = self._head_len  # output offset the file has reached
+        for seg in self._segs:
+            first = min(skip, seg.length)
+            skip -= first
+            if first == seg.length:
+                continue
+            begin = seg.start + first
+            if begin > expected:
+                out.write(MARKER % (begin - expected))
+            fd = os.open(self._tail / seg.name(), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _copy_range(fd, first, seg.length - first, out)
+            finally:
+                os.close(fd)
+            expected = seg.start + seg.length
+        if self.bytes_written > expected:
+            out.write(MARKER % (self.bytes_written - expected))
+
+
+def _copy_range(src: int, offset: int, length: int, out: BinaryIO) -> None:
+    while length > 0:
+        chunk = os.pread(src, min(length, _COPY_CHUNK), offset)
+        if not chunk:
+            return
+        out.write(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+
+
+def remove_log(path: Path) -> int:
+    """Delete a task's log and what a crash may have left (segments, temporary file);
+    return the bytes freed. Missing files are fine."""
+    folders = [tail_dir(path), path.with_name(path.name + ".tail.old")]
+    files = [path, path.with_name(path.name + ".tmp")]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            files.extend(folder / name for name in os.listdir(folder))
+    freed = 0
+    for item in files:
+        with contextlib.suppress(OSError):
+            size = item.stat().st_size
+            item.unlink()
+            freed += size
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return freed
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Piece:
+    start: int  # output offset
+    fd: int
+    file_offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def _final_layout(fd: int, size: int) -> tuple[int, int, int] | None:
+    """(head length, omitted bytes, marker length) if the file is an assembled capped log.
+
+    The writer makes the tail exactly `max_bytes - max_bytes // 2`, i.e. the head length or
+    one more, so the marker's position follows from the file size and the marker length."""
+    for digits in range(1, 21):
+        marker_len = _MARKER_FIXED + digits
+        for extra in (0, 1):
+            twice_head = size - marker_len - extra
+            if twice_head <= 0 or twice_head % 2:
+                continue
+            head = twice_head // 2
+            match = _MARKER_RE.fullmatch(os.pread(fd, marker_len, head))
+            if match and len(match.group(1)) == digits:
+                return head, int(match.group(1)), marker_len
+    return None
+
+
+def _open_segments(path: Path) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    try:
+        names = sorted(n for n in os.listdir(tail_dir(path)) if n.isdigit())
+    except OSError:
+        return pieces
+    for name in names:
+        try:
+            fd = os.open(tail_dir(path) / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # rotated away since the listing: it becomes part of the omitted gap
+        pieces.append(_Piece(int(name), fd, 0, os.fstat(fd).st_size))
+    return pieces
+
+
+def _layout(fd: int, path: Path) -> tuple[list[_Piece], bool]:
+    size = os.fstat(fd).st_size
+    final = _final_layout(fd, size)
+    if final is not None:
+        head, omitted, marker_len = final
+        tail = _Piece(head + omitted, fd, head + marker_len, size - head - marker_len)
+        return [_Piece(0, fd, 0, head), tail], True
+    pieces = [_Piece(0, fd, 0, size)]
+    segments = _open_segments(path)
+    for seg in segments:
+        if seg.start < pieces[-1].end:  # inconsistent (a concurrent close): ignore the tail
+            for s in segments:
+                os.close(s.fd)
+            return pieces[:1], False
+        pieces.append(seg)
+    return pieces, len(pieces) > 1
+
+
+def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int, bool]:
+    """Up to `limit` bytes of output from output offset `offset`.
+
+    Returns (text, next offset, capped). Text is decoded with replacement characters and
+    shows omitted ranges as the marker line. The next offset is where the returned text ends:
+    the log's whole output length when it reaches the end, so a follower passes it back as
+    `offset`. Raises FileNotFoundError if there is no log."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pieces, capped = _layout(fd, path)
+        try:
+            data, pos = _extract(pieces, max(0, offset), max(0, limit))
+        finally:
+            for piece in pieces:
+                if piece.fd != fd:
+                    os.close(piece.fd)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace"), pos, capped
+
+
+def _extract(pieces: list[_Piece], offset: int, limit: int) -> tuple[bytes, int]:
+    total = pieces[-1].end if pieces else 0
+    pos = min(offset, total)
+    out = bytearray()
+    budget = limit
+    for piece in pieces:
+        if budget <= 0:
+            break
+        if piece.end <= pos:
+            continue
+        if piece.start > pos:
+            out += MARKER % (piece.start - pos)
+            pos = piece.start
+        want = min(piece.end - pos, budget)
+        sink = io.BytesIO()
+        _copy_range(piece.fd, piece.file_offset + pos - piece.start, want, sink)
+        got = sink.getvalue()
+        out += got
+        pos += len(got)
+        budget -= len(got)
+        if len(got) < want:  # the file shrank under us: stop at what is there
+            break
+    return bytes(out), pos

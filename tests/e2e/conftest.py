@@ -1,0 +1,247 @@
+"""A real `syncd` process on a temporary state dir, real children, the real socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = Path(__file__).with_name("job.py")
+JOB_PARAMS = [
+    "sleep",
+    "exit",
+    "record",
+    "trap",
+    "grandchildren",
+    "busy",
+    "progress",
+    "output-bytes",
+    "pidfile",
+]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def render_config(
+    daemon: dict[str, Any],
+    sources: dict[str, dict[str, Any]],
+    defaults: dict[str, Any] | None = None,
+    schedules: list[dict[str, Any]] | None = None,
+) -> str:
+    lines = ["[daemon]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in daemon.items()]
+    lines.append("[defaults]")
+    base = {
+        "command_prefix": [sys.executable, str(JOB)],
+        "timeout_minutes": 5,
+        "allowed_params": JOB_PARAMS,
+    }
+    base.update(defaults or {})
+    lines += [f"{k} = {toml_value(v)}" for k, v in base.items()]
+    for name, src in sources.items():
+        lines.append(f"[sources.{name}]")
+        routes = src.get("routes", {})
+        for k, v in src.items():
+            if k != "routes":
+                lines.append(f"{k} = {toml_value(v)}")
+        lines.append(f"[sources.{name}.routes]")
+        for rname, rvalue in routes.items():
+            if isinstance(rvalue, dict):
+                inner = ", ".join(f"{k} = {toml_value(v)}" for k, v in rvalue.items())
+                lines.append(f"{rname} = {{ {inner} }}")
+            else:
+                lines.append(f"{rname} = {toml_value(rvalue)}")
+    for sched in schedules or []:
+        lines.append("[[schedules]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in sched.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Conn:
+    """A raw NDJSON connection (independent of syncctl's client)."""
+
+    def __init__(self, path: Path, timeout: float = 30.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buf = b""
+        self.n = 0
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_reply(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def request(self, op: str, **args: Any) -> dict[str, Any]:
+        self.n += 1
+        self.send_raw(json.dumps({"v": 1, "id": self.n, "op": op, "args": args}).encode() + b"\n")
+        return self.read_reply()
+
+    def call(self, op: str, **args: Any) -> Any:
+        reply = self.request(op, **args)
+        if not reply["ok"]:
+            raise RuntimeError(f"{reply['error']['code']}: {reply['error']['message']}")
+        return reply["result"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DaemonProc:
+    def __init__(self, workdir: Path, config_text: str, env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.config = workdir / "syncd.toml"
+        self.config.write_text(config_text)
+        self.socket = workdir / "syncd.sock"
+        self.state_dir = workdir / "state"
+        self.stderr_path = workdir / "daemon.stderr"
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> DaemonProc:
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=self._stderr,
+            env=self.env,
+            cwd=self.workdir,
+        )
+        if wait:
+            wait_for(self.ready, 20, "daemon to answer ping")
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.stderr()}")
+        try:
+            conn = Conn(self.socket, timeout=2)
+        except OSError:
+            return False
+        try:
+            return bool(conn.call("ping"))
+        finally:
+            conn.close()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def conn(self) -> Conn:
+        return Conn(self.socket)
+
+    def call(self, op: str, **args: Any) -> Any:
+        conn = self.conn()
+        try:
+            return conn.call(op, **args)
+        finally:
+            conn.close()
+
+    def request(self, op: str, **args: Any) -> dict[str, Any]:
+        conn = self.conn()
+        try:
+            return conn.request(op, **args)
+        finally:
+            conn.close()
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        task: dict[str, Any] = self.call("get", id=task_id)["task"]
+        return task
+
+    def wait_status(self, task_id: int, statuses: set[str], timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            task = self.task(task_id)
+            return task if task["status"] in statuses else None
+
+        result: dict[str, Any] = wait_for(check, timeout, f"task {task_id} in {statuses}")
+        return result
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # AF_UNIX paths are limited to 107 bytes: keep the socket path short.
+    path = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
+    started: list[DaemonProc] = []
+
+    def make(
+        sources: dict[str, dict[str, Any]] | None = None,
+        *,
+        daemon: dict[str, Any] | None = None,
+        defaults: dict[str, Any] | None = None,
+        schedules: list[dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> DaemonProc:
+        settings = {
+            "max_workers": 2,
+            "state_dir": "state",
+            "socket": str(workdir / "syncd.sock"),
+            "heartbeat_seconds": 0.2,
+            "kill_grace_seconds": 1,
+        }
+        settings.update(daemon or {})
+        srcs = sources or {"alpha": {"routes": {"a1": "a1", "a2": "a2"}}}
+        d = DaemonProc(workdir, render_config(settings, srcs, defaults, schedules), env)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop(signal.SIGKILL)

@@ -1,0 +1,295 @@
+"""The pool against a real daemon: limits, order, coalescing, killing, logs (SPEC 5.3-5.6)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.e2e.conftest import DaemonProc, wait_for
+
+
+def intervals(record: Path) -> dict[str, list[float]]:
+    """task id -> [start, end] from the lines jobs append to a shared file."""
+    spans: dict[str, list[float]] = {}
+    for line in record.read_text().splitlines():
+        kind, _name, stamp, task_id = line.split()
+        spans.setdefault(task_id, [0.0, 0.0])[0 if kind == "start" else 1] = float(stamp)
+    return spans
+
+
+def max_overlap(spans: list[list[float]]) -> int:
+    events = sorted(
+        [(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1])
+    )
+    level = peak = 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def wait_all_final(d: DaemonProc, ids: list[int], timeout: float = 60) -> list[dict[str, Any]]:
+    final = {"completed", "failed", "cancelled"}
+    return [d.wait_status(i, final, timeout) for i in ids]
+
+
+def test_twelve_jobs_two_workers_priority_then_fifo(make_daemon, workdir):
+    routes = {f"r{i}": f"r{i}" for i in range(12)}
+    d = make_daemon({"alpha": {"routes": routes}})
+    record = workdir / "record.txt"
+    d.call("pause")
+    priorities = [5, 1, 5, 9, 0, 1, 5, 3, 3, 9, 0, 5]
+    ids = []
+    for i, prio in enumerate(priorities):
+        res = d.call(
+            "submit",
+            source="alpha",
+            sync_type=f"r{i}",
+            priority=prio,
+            params={"sleep": "0.3", "record": str(record)},
+        )
+        ids.append(res["task"]["id"])
+    d.call("resume")
+    tasks = wait_all_final(d, ids)
+    assert all(t["status"] == "completed" for t in tasks), tasks
+    spans = intervals(record)
+    assert len(spans) == 12
+    assert max_overlap(list(spans.values())) <= 2
+    started = sorted(tasks, key=lambda t: t["started_at"])
+    expected = sorted(tasks, key=lambda t: (t["priority"], t["id"]))
+    assert [t["id"] for t in started] == [t["id"] for t in expected]
+
+
+def test_source_limit_and_same_route_never_overlap(make_daemon, workdir):
+    d = make_daemon(
+        {
+            "beta": {"max_concurrent": 1, "routes": {"b1": "b1", "b2": "b2", "b3": "b3"}},
+            "gamma": {"routes": {"g": "g"}},
+        },
+        daemon={"max_workers": 4},
+    )
+    beta, gamma = workdir / "beta.txt", workdir / "gamma.txt"
+    ids = [
+        d.call("submit", source="beta", sync_type=t, params={"sleep": "0.3", "record": str(beta)})[
+            "task"
+        ]["id"]
+        for t in ("b1", "b2", "b3")
+    ]
+    # Same route, different params: three distinct tasks that must still run one at a time.
+    ids += [
+        d.call(
+            "submit",
+            source="gamma",
+            sync_type="g",
+            params={"sleep": "0.3", "record": str(gamma), "progress": str(n)},
+        )["task"]["id"]
+        for n in range(3)
+    ]
+    wait_all_final(d, ids)
+    assert max_overlap(list(intervals(beta).values())) == 1
+    assert max_overlap(list(intervals(gamma).values())) == 1
+
+
+def test_fifty_concurrent_identical_submits_make_one_task(make_daemon):
+    d = make_daemon()
+    d.call("pause")
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        res = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "0"})
+        with lock:
+            results.append(res)
+
+    threads = [threading.Thread(target=submit) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = {r["task"]["id"] for r in results}
+    assert len(ids) == 1
+    assert sum(not r["coalesced"] for r in results) == 1
+    queued = d.call("list", status=["queued"])
+    assert queued["total"] == 1
+
+
+def test_coalesce_raises_priority_and_follow_up_rule(make_daemon):
+    d = make_daemon()
+    first = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "30"}, priority=7)
+    running = d.wait_status(first["task"]["id"], {"running"})
+    follow = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "30"}, priority=7)
+    assert not follow["coalesced"] and follow["task"]["id"] != running["id"]
+    again = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "30"}, priority=2)
+    assert again["coalesced"] and again["task"]["id"] == follow["task"]["id"]
+    assert again["task"]["priority"] == 2
+    dup = d.call(
+        "submit", source="alpha", sync_type="a1", params={"sleep": "30"}, allow_duplicate=True
+    )
+    assert not dup["coalesced"] and dup["task"]["id"] not in (
+        first["task"]["id"],
+        follow["task"]["id"],
+    )
+    d.call("cancel", ids=[first["task"]["id"], follow["task"]["id"], dup["task"]["id"]])
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_cancel_running_kills_grandchildren(make_daemon, workdir):
+    d = make_daemon()
+    pidfile = workdir / "pids.txt"
+    res = d.call(
+        "submit",
+        source="alpha",
+        sync_type="a1",
+        params={"sleep": "60", "grandchildren": "3", "pidfile": str(pidfile)},
+    )
+    tid = res["task"]["id"]
+    wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 4, 15, "4 pids")
+    pids = [int(p) for p in pidfile.read_text().split()]
+    d.call("cancel", ids=[tid])
+    task = d.wait_status(tid, {"cancelled"})
+    assert task["status"] == "cancelled"
+    wait_for(lambda: not _alive(pids), 10, "the whole tree to die")
+
+
+def test_child_ignoring_sigterm_dies_at_grace_and_slot_is_freed(make_daemon):
+    d = make_daemon(daemon={"max_workers": 1, "kill_grace_seconds": 1})
+    res = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "60", "trap": True})
+    tid = res["task"]["id"]
+    d.wait_status(tid, {"running"})
+    # The job installs its SIGTERM handler before it prints its first line.
+    log = d.state_dir / "logs" / f"{tid}.log"
+    wait_for(lambda: log.exists() and b"starting" in log.read_bytes(), 10, "the job to start")
+    nxt = d.call("submit", source="alpha", sync_type="a2", params={"sleep": "0"})["task"]["id"]
+    t0 = time.monotonic()
+    d.call("cancel", ids=[tid])
+    d.wait_status(tid, {"cancelled"})
+    elapsed = time.monotonic() - t0
+    assert 0.8 <= elapsed <= 4.0, elapsed
+    d.wait_status(nxt, {"completed"}, 10)
+
+
+def test_timeout_and_stale_fail_with_their_message(make_daemon):
+    d = make_daemon(
+        {
+            "alpha": {
+                "routes": {
+                    "slow": {"command": "slow", "timeout_minutes": 0.03},
+                    "quiet": "quiet",
+                    "busy": "busy",
+                }
+            }
+        },
+        daemon={"stale_minutes": 0.025, "heartbeat_seconds": 0.2, "kill_grace_seconds": 1},
+        defaults={"timeout_minutes": 5},
+    )
+    slow = d.call("submit", source="alpha", sync_type="slow", params={"busy": "60"})["task"]["id"]
+    quiet = d.call("submit", source="alpha", sync_type="quiet", params={"sleep": "60"})["task"][
+        "id"
+    ]
+    t_slow = d.wait_status(slow, {"failed"}, 20)
+    assert t_slow["error"] == "timeout after 0.03 min"
+    t_quiet = d.wait_status(quiet, {"failed"}, 20)
+    assert t_quiet["error"] == "stale: no progress for 0.025 min"
+    # A silent process that burns CPU is making progress: not stale.
+    busy = d.call("submit", source="alpha", sync_type="busy", params={"busy": "3"})["task"]["id"]
+    assert d.wait_status(busy, {"completed", "failed"}, 20)["status"] == "completed"
+
+
+def test_logs_capped_head_and_tail_and_progress_visible(make_daemon):
+    d = make_daemon(daemon={"log_max_bytes": 65536})
+    tid = d.call(
+        "submit",
+        source="alpha",
+        sync_type="a1",
+        params={"output-bytes": str(2 * 1024 * 1024), "progress": "fetched 120/400", "sleep": "2"},
+    )["task"]["id"]
+    d.wait_status(tid, {"running"})
+    verbose = wait_for(
+        lambda: (lambda s: s if s["active_tasks"] and s["active_tasks"][0]["progress"] else None)(
+            d.call("status", verbose=True)
+        ),
+        10,
+        "progress in status --verbose",
+    )
+    assert verbose["active_tasks"][0]["progress"] == "fetched 120/400"
+    assert "rss_bytes" in verbose["active_tasks"][0]
+    task = d.wait_status(tid, {"completed"}, 30)
+    assert task["progress"] == "fetched 120/400"
+    logs = d.call("logs", id=tid)
+    assert (d.state_dir / "logs" / f"{tid}.log").stat().st_size <= 65536 + 256
+    assert "FIRST-LINE" in logs["text"] and "LAST-LINE" in logs["text"]
+    assert logs["truncated"] is True
+
+
+def test_retry_creates_new_row_with_backoff(make_daemon):
+    d = make_daemon(defaults={"retries": 1, "retry_backoff_seconds": 0.5})
+    tid = d.call("submit", source="alpha", sync_type="a1", params={"exit": "3"})["task"]["id"]
+    failed = d.wait_status(tid, {"failed"})
+    assert failed["exit_code"] == 3 and failed["error"] == "exit code 3"
+    retry = wait_for(
+        lambda: [t for t in d.call("history", trigger=f"retry:{tid}")["tasks"]], 15, "the retry"
+    )[0]
+    assert retry["attempt"] == 2 and retry["status"] == "failed"
+    assert retry["not_before"] is not None
+    # The retry's own failure does not retry again (retries = 1).
+    assert not d.call("history", trigger=f"retry:{retry['id']}")["tasks"]
+
+
+def test_spawn_error_frees_the_slot(make_daemon, workdir):
+    tool = workdir / "tool.sh"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o755)
+    d = make_daemon(
+        {"alpha": {"routes": {"vanish": {"argv": [str(tool)]}, "a1": "a1"}}},
+        daemon={"max_workers": 1},
+    )
+    os.unlink(tool)
+    bad = d.call("submit", source="alpha", sync_type="vanish")["task"]["id"]
+    task = d.wait_status(bad, {"failed"})
+    assert task["error"].startswith("spawn error:")
+    ok = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "0"})["task"]["id"]
+    d.wait_status(ok, {"completed"})
+
+
+def test_max_workers_runtime_change_persists_and_resets(make_daemon):
+    d = make_daemon()
+    out = d.call("config_set", max_workers=5)
+    assert out["settings"]["max_workers"] == {"value": 5, "origin": "runtime"}
+    assert d.call("status")["max_workers"] == 5
+    assert d.stop() == 0
+    d.start()
+    assert d.call("status")["max_workers"] == 5
+    out = d.call("config_set", reset=True)
+    assert out["settings"]["max_workers"]["origin"] == "file"
+    assert d.call("status")["max_workers"] == 2
+
+
+def test_status_json_keys(make_daemon):
+    d = make_daemon()
+    status = d.call("status")
+    assert set(status) == {
+        "max_workers",
+        "active",
+        "queued",
+        "available",
+        "utilization",
+        "state",
+        "paused",
+    }
+    assert status["state"] == "available"

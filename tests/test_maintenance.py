@@ -1,0 +1,177 @@
+"""Maintenance (SPEC 5.8, last bullet) on a real Store: the per-route floors, log files of
+deleted tasks only, dry runs, and the `prune_at` bookkeeping driven by a FakeClock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from syncd.clock import FakeClock, iso, parse_iso
+from syncd.maintenance import STATE_NAME, Maintenance
+from syncd.models import Status
+from syncd.store import NewTask, Store
+
+UTC = timezone.utc
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    st = Store.open(tmp_path / "syncd.db", clock)
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+def maintenance(store: Store, clock: FakeClock, log_dir: Path) -> Maintenance:
+    return Maintenance(store, clock, prune_at="30 3 * * *", history_days=30, log_dir=log_dir)
+
+
+def finished(
+    store: Store,
+    clock: FakeClock,
+    log_dir: Path | None,
+    route: str,
+    status: Status,
+    days_ago: float,
+) -> int:
+    """A task of `route` that ended `days_ago`, with a log file unless log_dir is None."""
+    task, coalesced = store.enqueue(NewTask("crm", route, route, ["true"], {}, 5, "manual"))
+    assert not coalesced
+    ended = iso(clock.now() - timedelta(days=days_ago))
+    assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=ended)
+    assert store.transition(task.id, Status.RUNNING, status, finished_at=ended)
+    if log_dir is not None:
+        (log_dir / f"{task.id}.log").write_text(f"output of {task.id}\n")
+    return task.id
+
+
+@pytest.fixture
+def history(store: Store, clock: FakeClock, log_dir: Path) -> dict[str, list[int]]:
+    """Old and recent tasks over three routes; which ones a prune must delete."""
+
+    def make(route: str, status: Status, days_ago: float, logged: bool = True) -> int:
+        return finished(store, clock, log_dir if logged else None, route, status, days_ago)
+
+    done, failed, cancelled = Status.COMPLETED, Status.FAILED, Status.CANCELLED
+    a_done = [make("a", done, d) for d in (45, 44, 43, 42, 41)]  # oldest first
+    a_failed = [make("a", failed, d) for d in (50, 40)]
+    a_cancelled = make("a", cancelled, 35)
+    b_done = make("b", done, 60)  # the only completed run of b: the floor keeps it
+    c_old = [make("c", done, 90), make("c", done, 80, logged=False)]
+    c_recent = [make("c", done, d) for d in (3, 2, 1)]  # three newer ones: floor is met
+    running, _ = store.enqueue(NewTask("crm", "d", "d", ["true"], {}, 5, "manual"))
+    store.transition(running.id, Status.QUEUED, Status.RUNNING)
+    deleted = [*a_done[:2], a_failed[0], a_cancelled, *c_old]
+    kept = [*a_done[2:], a_failed[1], b_done, *c_recent, running.id]
+    return {"deleted": sorted(deleted), "kept": kept, "floor": [*a_done[2:], a_failed[1], b_done]}
+
+
+def test_prune_keeps_the_per_route_floor(store, clock, log_dir, history):
+    result = maintenance(store, clock, log_dir).prune()
+    assert sorted(result.ids) == history["deleted"]
+    assert result.deleted == len(history["deleted"])
+    assert result.kept == len(history["floor"])
+    assert result.integrity == "ok"
+    assert all(store.get(i) is None for i in history["deleted"])
+    assert all(store.get(i) is not None for i in history["kept"])
+
+
+def test_prune_deletes_the_log_files_of_deleted_tasks_only(store, clock, log_dir, history):
+    result = maintenance(store, clock, log_dir).prune()
+    remaining = sorted(int(p.stem) for p in log_dir.glob("*.log"))
+    logged_kept = sorted(i for i in history["kept"] if (log_dir / f"{i}.log").exists())
+    assert remaining == logged_kept
+    assert len(logged_kept) == len(history["kept"]) - 1  # the running task has no log here
+    assert not set(remaining) & set(result.ids)
+    assert result.freed_bytes >= sum(len(f"output of {i}\n") for i in result.ids) - 20
+
+
+def test_dry_run_deletes_nothing(store, clock, log_dir, history):
+    files_before = sorted(log_dir.iterdir())
+    m = maintenance(store, clock, log_dir)
+    dry = m.prune(dry_run=True)
+    assert sorted(dry.ids) == history["deleted"]
+    assert dry.integrity.startswith("not checked")
+    assert sorted(log_dir.iterdir()) == files_before
+    assert all(store.get(i) is not None for i in history["deleted"])
+    real = m.prune()
+    assert (real.deleted, real.kept, sorted(real.ids)) == (dry.deleted, dry.kept, sorted(dry.ids))
+
+
+def test_an_integrity_failure_is_logged_at_error(store, clock, log_dir, monkeypatch, caplog):
+    monkeypatch.setattr(store, "integrity_check", lambda: "*** in database main ***\nPage 5")
+    with caplog.at_level(logging.ERROR, logger="syncd.maintenance"):
+        result = maintenance(store, clock, log_dir).prune()
+    assert result.integrity.startswith("***")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "INTEGRITY CHECK FAILED" in errors[0].getMessage()
+
+
+def follow_ticks(m: Maintenance, clock: FakeClock, until: datetime) -> None:
+    while clock.now() < until:
+        wait = m.tick()
+        assert 0 <= wait <= 60
+        clock.advance(max(wait, 0.001))
+
+
+def test_tick_prunes_at_prune_at(store, clock, log_dir):
+    old = finished(store, clock, log_dir, "a", Status.FAILED, 40)
+    older = finished(store, clock, log_dir, "a", Status.FAILED, 41)  # floor keeps `old`
+    m = maintenance(store, clock, log_dir)
+    follow_ticks(m, clock, datetime(2026, 1, 6, 3, 29, 59, tzinfo=UTC))
+    assert store.get(older) is not None  # the first start missed nothing; not due yet
+    follow_ticks(m, clock, datetime(2026, 1, 6, 3, 30, 1, tzinfo=UTC))
+    assert store.get(older) is None and store.get(old) is not None
+    assert not (log_dir / f"{older}.log").exists()
+    state = store.get_schedule_state(STATE_NAME)
+    assert state is not None and state["last_fire"] == iso(datetime(2026, 1, 6, 3, 30, tzinfo=UTC))
+
+
+def test_tick_catches_up_once_after_downtime_and_never_twice(store, clock, log_dir, monkeypatch):
+    m = maintenance(store, clock, log_dir)
+    assert m.tick() == 60.0
+    clock.advance(3 * 86400)  # down for three days
+    m = maintenance(store, clock, log_dir)  # restart
+    runs: list[bool] = []
+    real_prune = m.prune
+    monkeypatch.setattr(m, "prune", lambda dry_run=False: runs.append(dry_run) or real_prune())
+    m.tick()
+    m.tick()
+    assert runs == [False]
+    state = store.get_schedule_state(STATE_NAME)
+    assert state is not None
+    assert parse_iso(state["last_fire"]) == datetime(2026, 1, 8, 3, 30, tzinfo=UTC)
+    clock.set_wall(clock.now() - timedelta(days=1))  # backwards: nothing runs again
+    follow_ticks(m, clock, clock.now() + timedelta(hours=2))
+    assert runs == [False]
+
+
+def test_a_failing_prune_does_not_break_the_tick(store, clock, log_dir, monkeypatch, caplog):
+    m = maintenance(store, clock, log_dir)
+    m.tick()
+
+    def boom(dry_run: bool = False) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(m, "prune", boom)
+    clock.set_wall(datetime(2026, 1, 6, 3, 30, 5, tzinfo=UTC))
+    assert 0 < m.tick() <= 60
+    assert "maintenance failed" in caplog.text
+    state = store.get_schedule_state(STATE_NAME)
+    assert state is not None and state["last_fire"] == iso(datetime(2026, 1, 6, 3, 30, tzinfo=UTC))

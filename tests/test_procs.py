@@ -1,0 +1,273 @@
+"""Process identity, group signalling rules and tree sampling, on real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from syncd import procs
+from syncd.procs import (
+    ProcIdentity,
+    TreeSampler,
+    boot_id,
+    group_members,
+    kill_identified_group,
+    proc_starttime,
+    signal_tree,
+)
+
+PY = sys.executable
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll `pred` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pause(seconds: float) -> None:
+    """Let time pass when the point is that nothing happens meanwhile."""
+    threading.Event().wait(seconds)
+
+
+def live(pid: int) -> bool:
+    """Exists and is not a zombie (zombies hold nothing but a pid)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """An independent pgid scan with psutil (the code under test scans /proc itself)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def read_pids(path: Path, count: int) -> list[int]:
+    wait_until(
+        lambda: path.exists() and len(path.read_text().split()) >= count, what=f"{path.name}"
+    )
+    return [int(x) for x in path.read_text().split()[:count]]
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Popen objects started by a test; whatever survives is killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def session(spawned: list[subprocess.Popen[bytes]], code: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([PY, "-c", code], start_new_session=True, stdin=subprocess.DEVNULL)
+    spawned.append(proc)
+    return proc
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def test_boot_id_and_starttime_of_self() -> None:
+    assert len(boot_id()) == 36
+    field22 = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    assert proc_starttime(os.getpid()) == field22
+    assert proc_starttime(2**22 + 12345) is None
+
+
+def test_starttime_parses_names_with_spaces_and_parens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = ["S", "1", "77", "77"] + [str(i) for i in range(7, 22)] + ["987654"] + ["0"] * 30
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "stat").write_text("77 (evil) 1 2 (x) y) " + " ".join(fields) + "\n")
+    monkeypatch.setattr(procs, "_PROC", tmp_path)
+    assert proc_starttime(77) == 987654
+    assert group_members(77) == [77]
+
+
+def test_identity_rejects_recycled_pid_and_other_boot(
+    spawned: list[subprocess.Popen[bytes]],
+) -> None:
+    proc = session(spawned, "import time; time.sleep(60)")
+    real = ProcIdentity.of(proc.pid)
+    assert real.is_alive()
+    assert not ProcIdentity(proc.pid, real.starttime + 1, real.boot_id).is_alive()
+    assert not ProcIdentity(proc.pid, real.starttime, "0" * 36).is_alive()
+    proc.kill()
+    proc.wait()
+    assert not real.is_alive()
+
+
+def test_kill_identified_group_never_signals_a_stranger(
+    spawned: list[subprocess.Popen[bytes]],
+) -> None:
+    """R3/R4: a recycled pid (other start time) or another boot is left alone."""
+    proc = session(spawned, "import time; time.sleep(60)")
+    real = ProcIdentity.of(proc.pid)
+    assert not kill_identified_group(ProcIdentity(proc.pid, real.starttime - 1, real.boot_id), 0.1)
+    assert not kill_identified_group(ProcIdentity(proc.pid, real.starttime, "x" * 36), 0.1)
+    assert proc.poll() is None and live(proc.pid)
+
+
+def test_kill_identified_group_kills_group_and_descendants(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    pids = tmp_path / "pids"
+    code = f"""
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+runaway = subprocess.Popen([sys.executable, "-c",
+    "import os, signal, time; os.setsid(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "open({str(pids)!r} + '.r', 'w').write('x'); time.sleep(60)"])
+while not os.path.exists({str(pids)!r} + '.r'):
+    time.sleep(0.01)
+open({str(pids)!r}, "w").write(" ".join(str(k.pid) for k in [*kids, runaway]))
+time.sleep(60)
+"""
+    leader = session(spawned, code)
+    members = read_pids(pids, 3)
+    ident = ProcIdentity.of(leader.pid)
+    start = time.monotonic()
+    assert kill_identified_group(ident, 0.5)
+    assert time.monotonic() - start < 5
+    leader.wait(timeout=10)
+    wait_until(lambda: not any(live(p) for p in members), what="descendants to die")
+    assert live_in_group(leader.pid) == []
+
+
+# -- the killpg rule --------------------------------------------------------------------------
+
+
+def test_signal_tree_never_killpgs_an_unverified_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: calls.append((pgid, sig)))
+    assert not signal_tree(123456, signal.SIGTERM, leader_unreaped=False, recorded=[])
+    assert calls == []
+    assert signal_tree(123456, signal.SIGTERM, leader_unreaped=True, recorded=[])
+    assert calls == [(123456, signal.SIGTERM)]
+
+
+def test_signal_tree_killpgs_when_a_recorded_process_is_still_a_member(
+    spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = session(spawned, "import time; time.sleep(60)")
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: calls.append((pgid, sig)))
+    me = psutil.Process(proc.pid)
+    signal_tree(proc.pid, 0, leader_unreaped=False, recorded=[me])
+    assert calls == [(proc.pid, 0)]
+    calls.clear()
+    signal_tree(proc.pid + 1, 0, leader_unreaped=False, recorded=[me])  # not a member
+    assert calls == []
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+def test_busy_tree_cpu_grows_and_is_cumulative(spawned: list[subprocess.Popen[bytes]]) -> None:
+    code = """
+import subprocess, sys, time
+busy = "import time\\nt = time.time() + 1.0\\nwhile time.time() < t: pass"
+kid = subprocess.Popen([sys.executable, "-c", busy])
+kid.wait()
+time.sleep(60)
+"""
+    proc = session(spawned, code)
+    sampler = TreeSampler(proc.pid)
+    first = sampler.sample()
+    assert first.processes >= 1 and first.rss_bytes > 0
+    wait_until(lambda: sampler.sample().processes == 2, what="the busy grandchild")
+    wait_until(lambda: sampler.sample().cpu_seconds > first.cpu_seconds + 0.3, what="cpu growth")
+    wait_until(lambda: sampler.sample().processes == 1, what="the grandchild to exit")
+    after = sampler.sample().cpu_seconds
+    assert after > first.cpu_seconds + 0.3  # a finished member's CPU time is not forgotten
+    assert sampler.sample().cpu_seconds >= after
+
+
+def test_sleeping_tree_shows_no_cpu_growth(spawned: list[subprocess.Popen[bytes]]) -> None:
+    proc = session(spawned, "import time; print('up', flush=True); time.sleep(60)")
+    sampler = TreeSampler(proc.pid)
+    wait_until(lambda: sampler.sample().rss_bytes > 5_000_000, what="interpreter start")
+    pause(0.3)  # let start-up CPU settle
+    before = sampler.sample()
+    pause(0.6)
+    after = sampler.sample()
+    assert after.cpu_seconds - before.cpu_seconds < 0.05
+    assert after.io_bytes == before.io_bytes
+    assert after.cpu_percent < 5
+
+
+def test_io_counts_as_activity(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    target = tmp_path / "out"
+    code = f"""
+import time
+with open({str(target)!r}, "wb", buffering=0) as f:
+    while True:
+        f.write(b"x" * 4096); f.seek(0); time.sleep(0.01)
+"""
+    proc = session(spawned, code)
+    sampler = TreeSampler(proc.pid)
+    first = sampler.sample().io_bytes
+    wait_until(lambda: sampler.sample().io_bytes > first + 100_000, what="io growth")
+
+
+def test_sampler_tolerates_a_vanished_tree(spawned: list[subprocess.Popen[bytes]]) -> None:
+    proc = session(spawned, "pass")
+    proc.wait()
+    sampler = TreeSampler(proc.pid)
+    sample = sampler.sample()
+    assert sample.processes == 0 and sample.rss_bytes == 0
+    assert sampler.descendants() == []
+
+
+def test_sampler_remembers_a_descendant_that_escaped(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    """Double fork + setsid: once seen, the escaped process is still known (for killing)."""
+    pids = tmp_path / "pids"
+    go = tmp_path / "go"
+    code = f"""
+import os, subprocess, sys, time
+mid = subprocess.Popen([sys.executable, "-c", '''
+import os, subprocess, sys, time
+kid = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"])
+open({str(pids)!r}, "w").write(str(kid.pid))
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+'''])
+mid.wait()
+time.sleep(60)
+"""
+    proc = session(spawned, code)
+    sampler = TreeSampler(proc.pid)
+    (escaped,) = read_pids(pids, 1)
+    wait_until(lambda: escaped in {p.pid for p in sampler.descendants()}, what="first sight")
+    go.write_text("go")
+    wait_until(lambda: sampler.sample().processes == 1 + 1, what="the middle process to exit")
+    assert escaped not in {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+    assert escaped in {p.pid for p in sampler.descendants()}
+    os.kill(escaped, signal.SIGKILL)
+    wait_until(lambda: escaped not in {p.pid for p in sampler.descendants()}, what="forget")

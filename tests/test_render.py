@@ -1,0 +1,336 @@
+"""syncd.render: the human formats of syncctl, the monitor block character for character."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from syncd import render
+
+NOW = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
+
+
+def task(id: int, source: str, sync_type: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": id,
+        "source": source,
+        "sync_type": sync_type,
+        "route": sync_type,
+        "argv": ["python", "manage.py", f"sync_{source}_{sync_type}"],
+        "params": {},
+        "priority": 5,
+        "status": "queued",
+        "trigger": "manual",
+        "attempt": 1,
+        "submitted_at": "2025-09-29T15:00:00.000000Z",
+        "started_at": None,
+        "finished_at": None,
+        "last_heartbeat": None,
+        "pid": None,
+        "exit_code": None,
+        "error": None,
+        "requested_by": "ops",
+        "not_before": None,
+        "progress": None,
+    }
+    base.update(kw)
+    return base
+
+
+STATUS = {
+    "max_workers": 2,
+    "active": 1,
+    "queued": 2,
+    "available": 1,
+    "utilization": 0.5,
+    "state": "available",
+    "paused": False,
+    "active_tasks": [
+        task(
+            812,
+            "genius",
+            "all",
+            status="running",
+            started_at="2025-09-29T15:28:30.000000Z",
+            elapsed_seconds=135.4,
+            cpu_percent=12.5,
+            rss_bytes=50 * 1024 * 1024,
+            progress="page 3/10",
+        )
+    ],
+    "queued_tasks": [task(813, "five9", "contacts"), task(814, "hubspot", "deals", priority=3)],
+}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (59.9, "59s"),
+        (60, "1m 00s"),
+        (135, "2m 15s"),
+        (3599, "59m 59s"),
+        (3600, "1h 00m"),
+        (3720, "1h 02m"),
+        (86399, "23h 59m"),
+        (90000, "1d 01h"),
+        (-5, "0s"),
+        (None, "-"),
+    ],
+)
+def test_duration(seconds: float | None, text: str) -> None:
+    assert render.duration(seconds) == text
+
+
+def test_mib_and_percent() -> None:
+    assert render.mib(50 * 1024 * 1024) == "50.0 MiB"
+    assert render.mib(1536 * 1024) == "1.5 MiB"
+    assert render.mib(None) == "-"
+    assert render.percent(12.46) == "12%"
+
+
+def test_when_is_utc_to_the_second() -> None:
+    assert render.when("2025-09-29T15:30:45.123456Z") == "2025-09-29 15:30:45Z"
+    assert render.when("2025-09-29T17:30:45+02:00") == "2025-09-29 15:30:45Z"
+    assert render.when(None) == "-"
+    assert render.when("garbage") == "-"
+
+
+def test_table_aligns_columns_without_trailing_blanks() -> None:
+    out = render.table(["ID", "SYNC", "NOTE"], [(1, "a.b", None), (1234, "hubspot.contacts", "")])
+    assert out.splitlines() == [
+        "ID    SYNC              NOTE",
+        "1     a.b               -",
+        "1234  hubspot.contacts",
+    ]
+
+
+def test_monitor_block_is_the_old_format_exactly() -> None:
+    status = dict(STATUS, queued=3)
+    status["queued_tasks"] = [
+        task(813, "five9", "contacts"),
+        task(814, "hubspot", "deals"),
+        task(815, "genius", "leads", priority=3),
+    ]
+    assert render.monitor_block(status, NOW) == (
+        "[2025-09-29 15:30:45] Worker Pool Status:\n"
+        "  Max Workers: 2\n"
+        "  Active: 1 tasks\n"
+        "  Queued: 3 tasks\n"
+        "\n"
+        "Active Tasks:\n"
+        "  - Task 812: genius.all (running for 2m 15s)\n"
+        "\n"
+        "Queued Tasks:\n"
+        "  - Task 813: five9.contacts (priority: 5)\n"
+        "  - Task 814: hubspot.deals (priority: 5)\n"
+        "  - Task 815: genius.leads (priority: 3)"
+    )
+
+
+def test_monitor_block_idle_pool_and_elapsed_from_started_at() -> None:
+    idle = {"max_workers": 4, "active": 0, "queued": 0, "active_tasks": [], "queued_tasks": []}
+    assert render.monitor_block(idle, NOW) == (
+        "[2025-09-29 15:30:45] Worker Pool Status:\n"
+        "  Max Workers: 4\n"
+        "  Active: 0 tasks\n"
+        "  Queued: 0 tasks"
+    )
+    running = task(9, "a", "b", status="running", started_at="2025-09-29T14:28:45Z")
+    busy = dict(idle, active=1, active_tasks=[running])
+    assert "  - Task 9: a.b (running for 1h 02m)" in render.monitor_block(busy, NOW)
+
+
+def test_monitor_block_says_how_many_queued_are_not_listed() -> None:
+    status = dict(STATUS, queued=60)
+    assert render.monitor_block(status, NOW).endswith("(priority: 3)\n  ... and 58 more")
+
+
+def test_status_block_verbose() -> None:
+    out = render.status_block(STATUS, NOW)
+    lines = out.splitlines()
+    assert lines[:7] == [
+        "State:        available",
+        "Max workers:  2",
+        "Active:       1",
+        "Queued:       2",
+        "Available:    1",
+        "Utilization:  50%",
+        "Paused:       no",
+    ]
+    assert "Active tasks:" in lines and "Queued tasks:" in lines
+    row = next(line for line in lines if line.strip().startswith("812"))
+    assert row.split() == ["812", "genius.all", "2m", "15s", "12%", "50.0", "MiB", "page", "3/10"]
+    assert any(line.split()[:4] == ["814", "hubspot.deals", "3", "30m"] for line in lines)
+
+
+def test_status_block_verbose_idle_says_none() -> None:
+    idle = dict(STATUS, active=0, queued=0, active_tasks=[], queued_tasks=[])
+    assert render.status_block(idle, NOW).endswith(
+        "\n\nActive tasks:\n  none\n\nQueued tasks:\n  none"
+    )
+
+
+def test_status_block_plain_and_paused() -> None:
+    plain = {k: v for k, v in STATUS.items() if not k.endswith("_tasks")}
+    out = render.status_block(dict(plain, paused=True, state="overloaded", utilization=1), NOW)
+    assert out.splitlines()[0] == "State:        overloaded (paused)"
+    assert "Utilization:  100%" in out and "Paused:       yes" in out
+    assert "tasks:" not in out
+
+
+def test_task_detail_shows_every_field() -> None:
+    t = task(5, "hubspot", "deals", route="all", params={"full": True}, error="boom")
+    lines = render.task_detail(t).splitlines()
+    keys = [line.split()[0] for line in lines]
+    assert sorted(keys) == sorted(t) and len(keys) == len(t)  # every field, once
+    assert keys[:5] == ["id", "source", "sync_type", "route", "status"]
+    assert "status          queued" in lines
+    assert "error           boom" in lines
+    assert "argv            python manage.py sync_hubspot_deals" in lines
+    assert "params          full=yes" in lines
+    assert "submitted_at    2025-09-29 15:00:00Z" in lines
+    assert "started_at      -" in lines
+
+
+def test_sync_name_shows_the_fallback_route() -> None:
+    assert render.sync_name(task(1, "hubspot", "deals")) == "hubspot.deals"
+    assert render.sync_name(task(1, "hubspot", "deals", route="all")) == (
+        "hubspot.deals (route all)"
+    )
+
+
+def test_task_table_and_list_text() -> None:
+    done = task(
+        3,
+        "a",
+        "b",
+        status="failed",
+        started_at="2025-09-29T15:00:00Z",
+        finished_at="2025-09-29T15:02:15Z",
+        exit_code=2,
+        error="exit 2",
+    )
+    out = render.list_text({"tasks": [done], "total": 5}, NOW)
+    head, row, more = out.splitlines()
+    assert head.split() == [
+        *("ID", "STATUS", "PRI", "SYNC", "TRIGGER", "SUBMITTED", "TOOK", "EXIT", "NOTE"),
+    ]
+    assert row.split() == [
+        *("3", "failed", "5", "a.b", "manual", "2025-09-29", "15:00:00Z", "2m", "15s", "2"),
+        *("exit", "2"),
+    ]
+    assert more == "(4 more not shown)"
+    assert render.list_text({"tasks": [], "total": 0}, NOW) == "no tasks"
+
+
+def test_routes_resolve_schedules_config_explain() -> None:
+    routes = {
+        "sources": [
+            {
+                "name": "hubspot",
+                "fallback": "all",
+                "max_concurrent": 1,
+                "routes": [
+                    {
+                        "sync_type": "all",
+                        "argv": ["python", "manage.py", "sync_hubspot_all"],
+                        "cwd": "/srv",
+                        "timeout_minutes": 120,
+                        "priority": 5,
+                        "retries": 0,
+                        "allowed_params": ["full", "since"],
+                    }
+                ],
+            }
+        ]
+    }
+    out = render.routes_text(routes)
+    assert out.splitlines()[0] == "hubspot  (fallback: all, max_concurrent: 1)"
+    assert "python manage.py sync_hubspot_all" in out and "full, since" in out
+
+    res = {
+        "source": "hubspot",
+        "sync_type": "deals",
+        "route": "all",
+        "rule": "fallback",
+        "argv": ["python", "manage.py", "sync_hubspot_all", "--since=x; rm -rf /"],
+        "cwd": "/srv",
+        "timeout_minutes": 120,
+        "priority": 5,
+        "max_concurrent": 1,
+    }
+    out = render.resolve_text(res)
+    assert out.splitlines()[0] == "hubspot.deals -> route all (fallback: no route for 'deals')"
+    assert "python manage.py sync_hubspot_all '--since=x; rm -rf /'" in out
+
+    sched = {
+        "schedules": [
+            {
+                "name": "hs",
+                "cron": "*/2 * * * *",
+                "timezone": "UTC",
+                "source": "hubspot",
+                "sync_type": "contacts",
+                "overlap": "skip",
+                "enabled": True,
+                "paused": False,
+                "next_fire": "2025-09-29T15:32:00Z",
+                "last_fire": None,
+                "last_outcome": {"kind": "queued", "task_id": 4, "at": "2025-09-29T15:30:00Z"},
+            }
+        ]
+    }
+    row = render.schedules_table(sched).splitlines()[1].split()
+    assert row[0] == "hs" and "hubspot.contacts" in row
+    assert row[-4:] == ["queued", "task", "4", "yes"]
+
+    cfg = {"settings": {"max_workers": {"value": 4, "origin": "runtime"}}}
+    assert render.config_table(cfg).splitlines()[1].split() == ["max_workers", "4", "runtime"]
+
+    exp = {
+        "reason": "pool_full",
+        "message": "all 2 slots busy",
+        "blocking": [1, 2],
+        "estimated_start": "2025-09-29T16:00:00Z",
+    }
+    assert render.explain_text(9, exp).splitlines() == [
+        "task 9: pool_full: all 2 slots busy",
+        "  blocked by: 1, 2",
+        "  estimated start: 2025-09-29 16:00:00Z",
+    ]
+
+
+def test_detail_lines_print_each_config_problem() -> None:
+    details = {
+        "problems": [
+            {"path": "sources.a.routes.b", "message": "executable 'x' not found"},
+            "schedules[0] (s).cron: bad minute",
+        ],
+        "sync_types": ["all", "contacts"],
+    }
+    assert render.detail_lines(details) == [
+        "  sources.a.routes.b: executable 'x' not found",
+        "  schedules[0] (s).cron: bad minute",
+        "  sync_types: all, contacts",
+    ]
+    assert render.detail_lines(None) == []
+
+
+def test_fill_and_small_texts() -> None:
+    assert render.fill("cancelled {cancelled}; killed: {killed}", {"cancelled": 3, "killed": []})
+    assert render.fill("{a} {b} {missing}", {"a": [1, 2], "b": None}) == "1, 2 - -"
+    assert render.task_line({"id": 1, "status": "failed", "exit_code": 3, "error": "x"}) == (
+        "task 1: failed (exit 3): x"
+    )
+    assert render.cancel_text({"cancelled": [1], "skipped": [{"id": 2, "status": "completed"}]})
+    assert render.reload_text({"applied": True, "changes": {"added": ["a"]}}, False) == (
+        "config reloaded: added 1 (a)"
+    )
+    r = {"applied": False, "changes": {"added": [], "removed": [], "changed": []}}
+    assert render.reload_text(r, True) == "would change: added 0, removed 0, changed 0"
+    ping = {"version": "1", "pid": 4, "uptime_seconds": 7260, "started_at": "2025-09-29T13:29Z"}
+    assert render.ping_text(ping) == "syncd 1, pid 4, up 2h 01m (since 2025-09-29 13:29:00Z)"
