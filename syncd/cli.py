@@ -82,12 +82,16 @@ def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bo
 
 
 @main.command(epilog="Example: syncd demo")
+@click.option("--duration", type=float, default=None, help="stop after this many seconds")
+@click.option(
+    "--speed", type=float, default=1.0, show_default=True, help="run the simulated syncs N times faster"
+)
 @click.pass_context
-def demo(ctx: click.Context) -> None:
+def demo(ctx: click.Context, duration: float | None, speed: float) -> None:
     """Run a throw-away daemon on a demo catalog with a live status view (Ctrl-C ends it)."""
     from syncd.demo import run_demo  # needs the client side only when asked for
 
-    ctx.exit(run_demo())
+    ctx.exit(run_demo(duration=duration, speed=speed))
 
 
 if __name__ == "__main__":

@@ -465,3 +465,7 @@ def schedule_resume(name: str, from_now: bool) -> None:
     """Enable again."""
     r = call("schedule_resume", name=name, from_now=from_now)
     emit(r, lambda r: f"{name}: resumed, next fire {render.when(r['schedule'].get('next_fire'))}")
+
+
+# Commands defined in their own module register themselves on `main` when imported.
+from syncd import ctl_more as _ctl_more  # noqa: E402,F401

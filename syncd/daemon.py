@@ -109,6 +109,7 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self.lock_fd = -1
+        self._next_sched = 0.0
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -237,14 +238,14 @@ class Daemon:
     def _loop(self) -> None:
         d = self.dispatcher
         mono = self.clock.monotonic
-        next_watchdog = next_monitor = mono()
-        next_sched = next_maint = mono()
+        next_watchdog = next_monitor = next_maint = mono()
+        self._next_sched = mono()
         while not self._stop.is_set():
             try:
                 d.tick()
                 now = mono()
-                if now >= next_sched:
-                    next_sched = now + self.scheduler.tick()
+                if now >= self._next_sched:
+                    self._next_sched = now + self.scheduler.tick()
                 if now >= next_maint:
                     next_maint = now + self.maintenance.tick()
                 if now >= next_monitor:
@@ -253,7 +254,7 @@ class Daemon:
                 if now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + WATCHDOG_SECONDS
-                deadlines = [next_watchdog, next_sched, next_maint]
+                deadlines = [next_watchdog, self._next_sched, next_maint]
                 if d.running:
                     deadlines.append(next_monitor)
                 nb = d.next_deadline()
@@ -270,6 +271,11 @@ class Daemon:
                 if self._stop.is_set():
                     break
                 d.cond.wait(timeout)
+
+    def poke_scheduler(self) -> None:
+        """Schedules changed at runtime (pause, resume, reload): evaluate them now."""
+        self._next_sched = 0.0
+        self.dispatcher.wake()
 
     # -- reload -----------------------------------------------------------------------------
     def reload(self, *, dry_run: bool = False, requested_by: str = "SIGHUP") -> dict[str, Any]:
@@ -301,6 +307,7 @@ class Daemon:
             self.config = new
             self.dispatcher.update_config(routes, new.daemon)
             self.scheduler.update(new.schedules)
+            self.poke_scheduler()
             log.info(
                 "config reloaded by %s: %s",
                 requested_by,

@@ -425,7 +425,7 @@ def _schedule_pause(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
 @op("schedule_resume")
 def _schedule_resume(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     row = self.d.scheduler.resume(args["name"], from_now=bool(args.get("from_now")))
-    self.d.dispatcher.wake()
+    self.d.poke_scheduler()
     return {"schedule": row}
 
 
