@@ -45,7 +45,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "c
 
 
 def toml_value(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    return json.dumps(value)
 
 
 def render_config(
