@@ -4,6 +4,7 @@ sources (configroutes) and the schedules, checked against the routes they name."
 from __future__ import annotations
 
 import grp
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import fields
@@ -30,6 +31,9 @@ SCHEDULE_KEYS = (
 )  # fmt: skip
 DURATIONS = ("stale_minutes", "retention_minutes", "history_days", "kill_grace_seconds",
              "heartbeat_seconds")  # fmt: skip
+
+# sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
 
 
 class Loader:
@@ -96,6 +100,12 @@ class Loader:
         values.setdefault("state_dir", self.default_state_dir())
         values.setdefault("socket", self.default_socket(values["state_dir"]))
         settings = DaemonSettings(**values)
+        if len(os.fsencode(settings.socket)) > MAX_SOCKET_PATH:
+            c.error(
+                "daemon.socket",
+                f"'{settings.socket}' is longer than {MAX_SOCKET_PATH} bytes, "
+                "the limit of a Unix socket path",
+            )
         if settings.stale_minutes * 60 < 3 * settings.heartbeat_seconds:
             path = "daemon.stale_minutes"
             if origins["stale_minutes"] == "env":

@@ -21,6 +21,7 @@ from syncd.cron import CronExpr
 from syncd.errors import SyncdError
 from syncd.schedules import MAX_WAIT, due_slot
 from syncd.store import Store
+from syncd.tasklog import remove_log
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +150,5 @@ class Maintenance:
 
     def _remove_logs(self, ids: list[int]) -> int:
         """Unlink the deleted tasks' logs (missing ones are fine); bytes freed."""
-        freed = 0
-        for task_id in ids:
-            path = self._log_path(task_id)
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.warning("prune: cannot delete %s: %s", path, exc.strerror)
-                continue
-            freed += size
-        return freed
+        # remove_log also takes the tail segments a crash may have left behind.
+        return sum(remove_log(self._log_path(task_id)) for task_id in ids)

@@ -623,3 +623,11 @@ def test_resolve_config_path() -> None:
     assert resolve_config_path("/a.toml", {"SYNCD_CONFIG": "/b.toml"}) == Path("/a.toml")
     assert resolve_config_path(None, {"SYNCD_CONFIG": "/b.toml"}) == Path("/b.toml")
     assert resolve_config_path(None, {}) == DEFAULT_CONFIG_PATH == Path("/etc/syncd/syncd.toml")
+
+
+def test_socket_path_longer_than_a_unix_socket_allows_is_an_error(tmp_path: Path) -> None:
+    long_socket = "/tmp/" + "s" * 120 + ".sock"
+    text = f'[daemon]\nstate_dir = "{tmp_path}"\nsocket = "{long_socket}"\n'
+    with pytest.raises(ConfigError) as exc:
+        loads_config(text, base_dir=tmp_path, env={"PATH": os.environ["PATH"]})
+    assert any(p.path == "daemon.socket" and "107 bytes" in p.message for p in exc.value.problems)
