@@ -224,9 +224,10 @@ def _logs(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     path = self.d.dispatcher.log_dir / f"{task.id}.log"
     offset = args.get("offset", 0)
     if not args.get("follow"):
-        if not path.exists():
+        try:
+            text, size, truncated = read_log(path, offset)
+        except FileNotFoundError:  # not started yet, spawn failed early, or pruned
             return {"text": "", "size": 0, "truncated": False}
-        text, size, truncated = read_log(path, offset)
         return {"text": text, "size": size, "truncated": truncated}
     return _follow_log(self, task.id, path, offset)
 
@@ -237,11 +238,13 @@ def _follow_log(
     while True:
         task = self.d.store.get(task_id)
         final = task is None or task.status in FINAL
-        if path.exists():
+        try:
             text, size, _ = read_log(path, offset)
-            if text:
-                offset = size
-                yield {"text": text, "offset": offset}, True
+        except FileNotFoundError:
+            text, size = "", offset
+        if text:
+            offset = size
+            yield {"text": text, "offset": offset}, True
         if final:
             yield (
                 {
