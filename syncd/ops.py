@@ -245,6 +245,7 @@ def _follow_log(
         if text:
             offset = size
             yield {"text": text, "offset": offset}, True
+            continue  # a read is capped at 1 MiB: read on before sleeping or ending
         if final:
             yield (
                 {
