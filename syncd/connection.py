@@ -185,6 +185,8 @@ class Connection:
         try:
             request = parse_request(line)
         except ProtocolError as exc:
+            code = exc.code.value
+            log.info("client error from %s (pid %d): %s", self.peer.user, self.peer.pid, code)
             return self._send(encode(error_reply(exc.id, exc.code, exc.message, exc.details)))
         srv, peer = self.server, self.peer
         if request.spec.mutating:
@@ -206,6 +208,8 @@ class Connection:
         try:
             result = srv.handler.handle(request, peer)
         except SyncdError as exc:
+            refused = f"{exc.code.value}: {exc.message}"
+            log.info("%s from %s refused: %s", request.op, peer.user, refused)
             return self._send(encode(error_reply(request.id, exc.code, exc.message, exc.details)))
         except Exception:
             log.exception("op %s failed (request from %s)", request.op, peer.user)
