@@ -84,7 +84,11 @@ def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bo
 @main.command(epilog="Example: syncd demo")
 @click.option("--duration", type=float, default=None, help="stop after this many seconds")
 @click.option(
-    "--speed", type=float, default=1.0, show_default=True, help="run the simulated syncs N times faster"
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="run the simulated syncs N times faster",
 )
 @click.pass_context
 def demo(ctx: click.Context, duration: float | None, speed: float) -> None:

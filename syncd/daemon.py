@@ -15,28 +15,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from syncd import reconcile
 from syncd.auth import Authorizer
-from syncd.clock import Clock, SystemClock, iso
+from syncd.clock import Clock, SystemClock
 from syncd.config import Config, ConfigError, Schedule, load_config
 from syncd.dispatcher import Dispatcher
 from syncd.errors import StoreUnusable, SyncdError
 from syncd.events import EventBus
 from syncd.maintenance import Maintenance
-from syncd.models import ErrorCode, Status, Task
+from syncd.models import ErrorCode, Status
 from syncd.monitor import Monitor
 from syncd.ops import HANDLERS, Ops
-from syncd.procs import ProcIdentity, kill_identified_group
 from syncd.protocol import OPS
 from syncd.reloading import diff_configs
 from syncd.routing import RouteTable
 from syncd.schedules import Scheduler
 from syncd.sdnotify import Notifier
 from syncd.server import Server, SocketInUse
-from syncd.store import NewTask, Store
+from syncd.store import Store
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_SECONDS = 10.0
+SWITCH_INTERVAL_SECONDS = 0.0005
 EXIT_OK = 0
 EXIT_REFUSED = 1  # another daemon holds the state dir or the socket
 
@@ -105,7 +105,7 @@ class Daemon:
         self.started_at: datetime = self.clock.now()
         self.started_mono = self.clock.monotonic()
         self.events = EventBus()
-        self.notifier = Notifier()
+        self.notifier = Notifier.from_environ(os.environ)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self.lock_fd = -1
@@ -167,65 +167,22 @@ class Daemon:
         self._loop_thread.start()
 
     # -- recovery ---------------------------------------------------------------------------
+    def _policy(self) -> reconcile.Policy:
+        d = self.config.daemon
+        return reconcile.Policy(d.kill_grace_seconds, d.max_lost_requeues)
+
     def reconcile_lost(self) -> list[int]:
-        """Tasks left `running` by a previous instance: kill their own live group (verified by
-        pid + start time + boot id), fail them as lost and requeue within the poison-pill cap."""
-        lost = self.store.tasks_with_status(Status.RUNNING)
-        for task in lost:
-            self._reconcile_one(task, "lost: daemon restarted")
-        return [t.id for t in lost]
+        """Tasks left `running` by a previous instance (see reconcile.py)."""
+        return reconcile.reconcile_lost(self.store, self.clock, self._policy())
 
     def reconcile_orphans(self) -> list[int]:
-        """Rows `running` in the database that this daemon is not running (fix-stuck)."""
+        """Rows `running` in the database that this daemon is not running (fix-stuck). Listed
+        under the dispatcher's lock, so a task claimed right now is not taken for one."""
         with self.dispatcher.cond:
             mine = set(self.dispatcher.running)
-        orphans = [t for t in self.store.tasks_with_status(Status.RUNNING) if t.id not in mine]
-        for task in orphans:
-            self._reconcile_one(task, "lost: no live process")
-        return [t.id for t in orphans]
-
-    def _reconcile_one(self, task: Task, error: str) -> None:
-        internal = task.internal
-        if task.pid and internal.get("proc_starttime") is not None and internal.get("boot_id"):
-            ident = ProcIdentity(task.pid, int(internal["proc_starttime"]), internal["boot_id"])
-            if kill_identified_group(ident, self.config.daemon.kill_grace_seconds):
-                log.warning("task %d: killed its left-over process group %d", task.id, task.pid)
-        lost_count = int(internal.get("lost_count", 0)) + 1
-        requeue = None
-        cap = self.config.daemon.max_lost_requeues
-        if lost_count > cap:
-            error = f"lost {lost_count} times, not requeued"
-        else:
-            requeue = NewTask(
-                source=task.source,
-                sync_type=task.sync_type,
-                route=task.route,
-                argv=list(task.argv),
-                params=dict(task.params),
-                priority=task.priority,
-                trigger=f"requeue:{task.id}",
-                attempt=task.attempt,
-                requested_by=task.requested_by,
-                lost_count=lost_count,
-                front=True,
-            )
-        _, follow = self.store.finish(
-            task.id,
-            Status.FAILED,
-            finished_at=iso(self.clock.now()) or "",
-            exit_code=None,
-            error=error,
-            retry=None,
-            requeue=requeue,
-        )
-        log.warning(
-            "task %d %s.%s: %s%s",
-            task.id,
-            task.source,
-            task.route,
-            error,
-            f"; requeued as task {follow.id}" if follow else "",
-        )
+            rows = self.store.tasks_with_status(Status.RUNNING)
+        orphans = [t for t in rows if t.id not in mine]
+        return reconcile.reconcile_orphans(self.store, self.clock, orphans, self._policy())
 
     # -- loop -------------------------------------------------------------------------------
     def _status_line(self) -> str:
@@ -252,8 +209,8 @@ class Daemon:
                     self.monitor.tick()
                     next_monitor = now + self.dispatcher.settings.heartbeat_seconds
                 if now >= next_watchdog:
-                    self.notifier.watchdog()
-                    next_watchdog = now + WATCHDOG_SECONDS
+                    self.notifier.watchdog(self._status_line())
+                    next_watchdog = now + self.notifier.watchdog_interval
                 deadlines = [next_watchdog, self._next_sched, next_maint]
                 if d.running:
                     deadlines.append(next_monitor)
@@ -307,6 +264,9 @@ class Daemon:
             self.config = new
             self.dispatcher.update_config(routes, new.daemon)
             self.scheduler.update(new.schedules)
+            self.maintenance.update(
+                prune_at=new.daemon.prune_at, history_days=new.daemon.history_days
+            )
             self.poke_scheduler()
             log.info(
                 "config reloaded by %s: %s",
@@ -319,7 +279,7 @@ class Daemon:
     def stop(self) -> None:
         log.info("stopping: killing %d running task(s)", len(self.dispatcher.running))
         self.notifier.stopping()
-        self.server.stop_accepting() if hasattr(self.server, "stop_accepting") else None
+        self.server.stop_accepting()  # no new requests while the tasks are being recorded
         self.dispatcher.stop(self.config.daemon.kill_grace_seconds + 3)
         self._stop.set()
         self.dispatcher.wake()
@@ -347,6 +307,10 @@ def run_daemon(config: Config) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     rfd = _install_signal_pipe()
+    # A thread that wakes (a child exited, a commit's fsync returned, a request arrived)
+    # waits for the GIL up to this long while another computes: 5 ms by default, which
+    # showed up as whole milliseconds in every dispatch. (Performance, README.)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     daemon = Daemon(config)
     try:
         daemon.start()

@@ -24,7 +24,7 @@ from syncd.events import EventBus
 from syncd.models import ErrorCode, Status, Task
 from syncd.routing import RouteTable
 from syncd.runner import Child, SpawnError, SpawnRequest, build_env
-from syncd.store import NewTask, Store
+from syncd.store import NewTask, Store, failpoint
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,24 @@ class Dispatcher:
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
+        # The runtime max_workers override, read once: every dispatch consults it, and only
+        # set_max_workers changes it (a SQLite read per tick was a measurable share of one).
+        override = store.get_setting("max_workers")
+        self._max_workers_override = int(override) if override else None
         self.log_dir = settings.state_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- settings ---------------------------------------------------------------------------
     @property
     def max_workers(self) -> int:
-        override = self.store.get_setting("max_workers")
-        return int(override) if override else self.settings.max_workers
+        override = self._max_workers_override
+        return override if override is not None else self.settings.max_workers
 
     def set_max_workers(self, value: int | None) -> None:
         """Persisted runtime override; None returns to file/env. Lowering never kills."""
         self.store.set_setting("max_workers", None if value is None else str(value))
+        with self.cond:
+            self._max_workers_override = value
         self._changed("pool")
 
     def set_paused(self, paused: bool) -> None:
@@ -143,15 +149,15 @@ class Dispatcher:
             log.info("task %d coalesced: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
         else:
             log.info("task %d queued: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
-        self._task_event(task)
-        self.wake()
+        self._task_event(task, wake=False)
+        if not self.paused:  # paused: nothing for the loop to do (resume wakes it)
+            self.wake()
         return task, coalesced
 
     def submit_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
         results = self.store.enqueue_many(items)
         log.info("submit_many: %d items, %d new", len(results), sum(not c for _, c in results))
-        self._changed("pool")
-        self.wake()
+        self._changed("pool", wake=not self.paused)
         return results
 
     # -- cancel -----------------------------------------------------------------------------
@@ -242,6 +248,7 @@ class Dispatcher:
         claimed = self.store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=iso(now))
         if claimed is None:
             return False
+        failpoint("after_claim")  # crash tests: a task whose start kills the daemon
         route = self.routes.route(claimed.source, claimed.route)
         mono = self.clock.monotonic()
         rt = RunningTask(task=claimed, route=route, started_mono=mono, last_progress_mono=mono)
@@ -249,7 +256,7 @@ class Dispatcher:
         log.info(
             "task %d started: %s.%s (%s)", task.id, claimed.source, claimed.route, claimed.trigger
         )
-        self._task_event(claimed)
+        self._task_event(claimed, wake=False)  # the caller of tick() is the one awake
         rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{task.id}")
         rt.thread.daemon = True
         rt.thread.start()
@@ -357,10 +364,7 @@ class Dispatcher:
             retry = NewTask(
                 **{**retry.__dict__, "not_before": iso(now + timedelta(seconds=backoff))}
             )
-        if rt.child is not None:
-            progress = rt.child.log.progress
-            if progress is not None:
-                self.store.heartbeat([(task.id, iso(now) or "", progress)])
+        progress = rt.child.log.progress if rt.child is not None else None
         done, follow = self.store.finish(
             task.id,
             status,
@@ -369,6 +373,7 @@ class Dispatcher:
             error=error,
             retry=retry,
             requeue=requeue,
+            progress=progress,
         )
         duration = self.clock.monotonic() - rt.started_mono
         log.info(
@@ -386,11 +391,21 @@ class Dispatcher:
             )
         with self.cond:
             self.running.pop(task.id, None)
-            self.cond.notify_all()
         if done is not None:
-            self._task_event(done)
+            self._task_event(done, wake=False)
         if follow is not None:
-            self._task_event(follow)
+            self._task_event(follow, wake=False)
+        with self.cond:
+            # Fill the freed slot from this thread: the slot-free -> next-start gap is then
+            # one query and one commit, not a wake-up of the loop thread first. The loop
+            # only needs waking for a new deadline (a retry's not_before) or a failure.
+            try:
+                self.tick()
+            except Exception as exc:  # e.g. the database is busy: the loop retries
+                log.warning("dispatch after task %d finished: %s", task.id, exc)
+                self.cond.notify_all()
+            if follow is not None:
+                self.cond.notify_all()
 
     def _follow_up(
         self, task: Task, trigger: str, *, attempt: int | None = None, front: bool = False
@@ -421,25 +436,28 @@ class Dispatcher:
             thread.join(timeout)
 
     # -- events -----------------------------------------------------------------------------
-    def _task_event(self, task: Task) -> None:
-        self.events.publish(
-            {
-                "event": "task",
-                "at": iso(self.clock.now()),
-                "task": task.to_dict(),
-                "status": task.status.value,
-            }
-        )
-        self._changed("pool")
+    def _task_event(self, task: Task, *, wake: bool = True) -> None:
+        if self.events.subscriber_count:  # nobody watching: build no event at all
+            self.events.publish(
+                {
+                    "event": "task",
+                    "at": iso(self.clock.now()),
+                    "task": task.to_dict(),
+                    "status": task.status.value,
+                }
+            )
+        self._changed("pool", wake=wake)
 
-    def _changed(self, kind: str) -> None:
-        if kind == "pool":
+    def _changed(self, kind: str, *, wake: bool = True) -> None:
+        # The pool event costs a counts() query: only pay for it when someone watches.
+        if kind == "pool" and self.events.subscriber_count:
             counts = self.store.counts()
             status = {"running": len(self.running), "queued": counts.get("queued", 0)}
             self.events.publish({"event": "pool", "at": iso(self.clock.now()), "status": status})
-        else:
+        elif kind != "pool":
             self.events.publish({"event": kind, "at": iso(self.clock.now())})
-        self.wake()
+        if wake:
+            self.wake()
 
 
 def log_path(state_dir: Path, task_id: int) -> Path:

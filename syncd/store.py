@@ -24,6 +24,7 @@ from syncd.store_sql import (
     HISTORY_ORDER,
     QUEUE_INDEX,
     QUEUE_ORDER,
+    RETURNING,
     Batch,
     canonical_params,
     chunks,
@@ -32,6 +33,7 @@ from syncd.store_sql import (
     list_groups,
     marks,
     rank,
+    row_task,
 )
 
 log = logging.getLogger(__name__)
@@ -131,11 +133,11 @@ class Store(StoreBase):
             fields["argv"] = json.dumps(fields["argv"])
         sets = "".join(f", {k} = ?" for k in fields)
         with self._write("transition") as conn:
-            cur = conn.execute(
-                f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ?",
+            row = conn.execute(  # RETURNING: the new row without a second statement
+                f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ? {RETURNING}",
                 (new.value, *fields.values(), task_id, old.value),
-            )
-            return get_in(conn, task_id) if cur.rowcount else None
+            ).fetchone()
+        return None if row is None else row_task(row)
 
     def set_running_fields(self, task_id: int, **fields: Any) -> Task | None:
         """Record facts about a running task (pid, process identity, ...); None if not running."""
@@ -146,11 +148,11 @@ class Store(StoreBase):
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._write("update") as conn:
-            cur = conn.execute(
-                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
+            row = conn.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running' {RETURNING}",
                 (*fields.values(), task_id),
-            )
-            return get_in(conn, task_id) if cur.rowcount else None
+            ).fetchone()
+        return None if row is None else row_task(row)
 
     def finish(
         self,
@@ -162,8 +164,10 @@ class Store(StoreBase):
         error: str | None,
         retry: NewTask | None = None,
         requeue: NewTask | None = None,
+        progress: str | None = None,
     ) -> tuple[Task | None, Task | None]:
-        """running → final status and its follow-up task, in one transaction.
+        """running → final status and its follow-up task, in one transaction; `progress`
+        (the last progress line) is recorded in the same write, not a heartbeat of its own.
 
         Returns (finished task, follow-up); (None, None) when the task was not running."""
         if status not in TRANSITIONS[Status.RUNNING]:
@@ -178,10 +182,13 @@ class Store(StoreBase):
         follow: Task | None = None
         with self._write("finish") as conn:
             cur = conn.execute(
-                "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?"
+                "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
+                " progress = coalesce(?, progress),"
+                " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
                 " WHERE id = ? AND status = 'running'",
-                (status.value, finished_at, exit_code, error, task_id),
-            )
+                (status.value, finished_at, exit_code, error, progress, progress, finished_at,
+                 task_id),
+            )  # fmt: skip
             if not cur.rowcount:
                 return None, None
             if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):

@@ -59,7 +59,7 @@ class StoreBase:
             raise StoreUnusable(str(path), f"cannot open: {exc}", _ACCESS_HINT) from None
         try:
             _prepare(conn, busy_timeout_ms)
-            problems = "\n".join(r[0] for r in conn.execute("PRAGMA quick_check").fetchall())
+            problems = "; ".join(" ".join(r[0].split()) for r in conn.execute("PRAGMA quick_check"))
             if problems != "ok":
                 raise StoreUnusable(str(path), f"quick_check failed: {problems}", _CORRUPT_HINT)
             applied = migrations.migrate(conn)

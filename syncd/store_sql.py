@@ -24,6 +24,7 @@ PUBLIC = (
 INTERNAL = ("queue_order", "lost_count", "proc_starttime", "boot_id")
 COLUMNS = PUBLIC + INTERNAL
 SELECT = "SELECT " + ", ".join(f'"{c}"' for c in COLUMNS) + " FROM tasks"
+RETURNING = "RETURNING " + ", ".join(f'"{c}"' for c in COLUMNS)  # row_task() reads these
 # Terms that match the partial indexes' WHERE clauses word for word, as SQLite requires
 # before it will use them (status <> 'queued' for tasks_status, ... for tasks_finished).
 RUNNING = "status = 'running' AND status <> 'queued'"
@@ -93,6 +94,15 @@ def follow_up_exists(conn: sqlite3.Connection, trigger: str) -> bool:
     return conn.execute(sql, (trigger,)).fetchone() is not None
 
 
+_OLDEST_PER_KEY = (  # the words of the tasks_active_key index's WHERE, so it is used
+    "SELECT (SELECT t.id FROM tasks AS t WHERE t.status IN ('queued', 'running')"
+    " AND t.status = 'queued' AND t.source = k.s AND t.route = k.r AND t.params = k.p"
+    " ORDER BY t.id LIMIT 1)"
+    " FROM (SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS r,"
+    " json_extract(value, '$[2]') AS p FROM json_each(?)) AS k"
+)
+
+
 class Batch:
     """Queue tasks inside an open write transaction.
 
@@ -110,10 +120,12 @@ class Batch:
 
     def add(self, items: Sequence[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
         keyed = [(new, dup, (new.source, new.route, _encode(new.params))) for new, dup in items]
-        self._prefetch({key for _, _, key in keyed})
+        # Only items that may coalesce need their key looked up: an allow_duplicate item
+        # never joins a queued task, and a later item of its key is looked up itself.
+        self._prefetch({key for _, dup, key in keyed if not dup})
         out: list[tuple[Task, bool]] = []
         for new, allow_duplicate, key in keyed:
-            target = self.targets[key]
+            target = self.targets.get(key)
             if target is not None and not allow_duplicate:
                 self._merge(target, new)
                 out.append((target, True))
@@ -140,20 +152,23 @@ class Batch:
             self.dirty.clear()
 
     def _prefetch(self, keys: set[Key]) -> None:
-        """The oldest queued task of every key not looked up yet (tasks_active_key)."""
+        """The oldest queued task of every key not looked up yet: one indexed probe per key
+        (tasks_active_key, stopping at the first queued entry), never every queued twin."""
         missing = list(keys - self.targets.keys())
         for start in range(0, len(missing), _KEYS_PER_QUERY):
             chunk = missing[start : start + _KEYS_PER_QUERY]
-            rows = self.conn.execute(
-                f"{SELECT} WHERE status IN ('queued', 'running') AND status = 'queued'"
-                " AND (source, route, params) IN (SELECT json_extract(value, '$[0]'),"
-                " json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?))"
-                " ORDER BY id",
-                (json.dumps(chunk),),
-            ).fetchall()
-            for row in rows:
-                task = row_task(row)
-                self.targets.setdefault((task.source, task.route, row[_PARAMS]), task)
+            ids = [
+                r[0]
+                for r in self.conn.execute(_OLDEST_PER_KEY, (json.dumps(chunk),)).fetchall()
+                if r[0] is not None
+            ]
+            for part in chunks(ids):
+                rows = self.conn.execute(
+                    f"{SELECT} WHERE id IN ({marks(len(part))})", tuple(part)
+                ).fetchall()
+                for row in rows:
+                    task = row_task(row)
+                    self.targets.setdefault((task.source, task.route, row[_PARAMS]), task)
             for key in chunk:
                 self.targets.setdefault(key, None)
 

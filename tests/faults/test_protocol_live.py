@@ -1,0 +1,254 @@
+"""Protocol attacks K1-K9 against a real daemon (RELIABILITY 2.4), each a smaller live version
+of tests/test_server.py's fake-handler test, each followed by a ping from another client that
+must answer within 100 ms. The 60 s idle timeout of K6 is left to test_server.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from syncd.client import Client
+from tests.faults.conftest_part2 import (
+    Conn,
+    DaemonProc,
+    assert_responsive,
+    make_daemon,  # noqa: F401
+    rss_bytes,
+    wait_for,
+    workdir,  # noqa: F401
+)
+
+
+def raw(d: DaemonProc, timeout: float = 15) -> socket.socket:
+    """A raw connection; EAGAIN (a full listen backlog in a burst) is retried for 5 s, as
+    syncctl does."""
+    deadline = time.monotonic() + 5
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(str(d.socket))
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def read_line(s: socket.socket) -> dict[str, object]:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(1)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    reply: dict[str, object] = json.loads(buf)
+    return reply
+
+
+def closed(s: socket.socket) -> bool:
+    """True once the daemon closes `s` (after any last error reply); False on a timeout."""
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):  # noqa: F811
+    d = make_daemon()
+    assert d.proc is not None
+    before = rss_bytes(d.proc.pid)
+    s = raw(d)
+    sent = 0
+    try:
+        while sent < 10 << 20:
+            s.sendall(b"x" * 65536)
+            sent += 65536
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    reply = read_line(s)
+    assert reply["ok"] is False
+    error = reply["error"]
+    assert isinstance(error, dict) and error["code"] == "bad_request"
+    assert "too long" in str(error["message"])
+    assert closed(s)
+    s.close()
+    assert rss_bytes(d.proc.pid) - before < 5 << 20
+    assert_responsive(d)
+
+
+def test_k2_garbage_lines_leave_the_connection_usable(make_daemon):  # noqa: F811
+    d = make_daemon()
+    s = raw(d)
+    for line in [b"{not json", b"[1, 2]", b'"a string"', b'{"v": 1, "op": "ping\xff\xfe"}']:
+        s.sendall(line + b"\n")
+        reply = read_line(s)
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", (line, reply)  # type: ignore[index]
+    s.sendall(b'{"v": 1, "id": 7, "op": "ping", "args": {}}\n')
+    assert read_line(s)["ok"] is True
+    s.close()
+    assert_responsive(d)
+
+
+def test_k3_deep_huge_and_wide_json(make_daemon):  # noqa: F811
+    d = make_daemon()
+    attacks = [
+        b"[" * 1000,
+        b'{"v": 1, "id": ' + b"9" * 5000 + b', "op": "ping", "args": {}}',
+        b'{"v": 1, "id": 1, "op": "status", "args": {'
+        + b", ".join(b'"k%d": 1' % i for i in range(60_000))
+        + b"}}",
+    ]
+    s = raw(d)
+    for payload in attacks:
+        s.sendall(payload + b"\n")
+        reply = read_line(s)
+        error = reply["error"]
+        assert isinstance(error, dict) and error["code"] in ("bad_request", "invalid_args")
+        assert "Traceback" not in json.dumps(reply)
+    s.close()
+    assert "Traceback" not in d.stderr()
+    assert_responsive(d)
+
+
+def test_k4_unknown_op_bad_args_and_version_echo_the_id(make_daemon):  # noqa: F811
+    d = make_daemon()
+    s = raw(d)
+    cases = [
+        ({"v": 1, "id": "a", "op": "no_such_op", "args": {}}, "unknown_op"),
+        ({"v": 1, "id": "b", "op": "get", "args": {"id": "seven"}}, "invalid_args"),
+        ({"v": 1, "id": "c", "op": "ping", "args": {"extra": 1}}, "invalid_args"),
+        ({"v": 2, "id": "d", "op": "ping", "args": {}}, "unsupported_version"),
+    ]
+    for request, code in cases:
+        s.sendall(json.dumps(request).encode() + b"\n")
+        reply = read_line(s)
+        assert reply["id"] == request["id"] and reply["error"]["code"] == code, reply  # type: ignore[index]
+    s.sendall(json.dumps({"v": 1, "id": "i" * 5000, "op": "nope"}).encode() + b"\n")
+    reply = read_line(s)
+    assert len(json.dumps(reply["id"]).encode()) <= 258  # 256 B plus the quotes
+    s.close()
+    assert_responsive(d)
+
+
+def test_k5_two_hundred_concurrent_clients(make_daemon):  # noqa: F811
+    d = make_daemon()
+    d.call("pause")  # so the one task stays queued for the count
+    results: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        try:
+            with Client(d.socket) as client:  # syncctl's client: retries EAGAIN for 5 s
+                client.call("status")
+                task = client.call("submit", source="alpha", sync_type="a1", params={"sleep": 1})
+            with lock:
+                results.append(task["task"]["id"])
+        except Exception as exc:
+            with lock:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:5]
+    assert len(results) == 200 and len(set(results)) == 1
+    queued = d.call("list", status=["queued"])["tasks"]
+    assert [t["id"] for t in queued] == [results[0]]
+    assert_responsive(d)
+
+
+def test_k6_connections_beyond_256_get_busy(make_daemon):  # noqa: F811
+    d = make_daemon()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(256):
+            s = raw(d)
+            held.append(s)
+        # Every held one is really served (so the cap counts them).
+        held[0].sendall(b'{"v": 1, "id": 1, "op": "ping", "args": {}}\n')
+        assert read_line(held[0])["ok"] is True
+        extra = [raw(d) for _ in range(4)]
+        for s in extra:
+            reply = read_line(s)
+            assert reply["error"]["code"] == "busy", reply  # type: ignore[index]
+            assert closed(s)
+            s.close()
+        for s in held[:10]:
+            s.close()
+        del held[:10]
+        wait_for(lambda: Conn(d.socket).call("ping"), 10, "a slot for a legitimate client")
+        assert_responsive(d)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):  # noqa: F811
+    d = make_daemon(daemon={"log_max_bytes": 64 << 20})
+    task = d.call(
+        "submit", source="alpha", sync_type="a1", params={"output-bytes": 20 << 20, "sleep": 60}
+    )["task"]
+    log = d.state_dir / "logs" / f"{task['id']}.log"
+    wait_for(lambda: log.exists() and log.stat().st_size > 20 << 20, 30, "20 MiB of output")
+    slow = raw(d, timeout=30)
+    slow.sendall(b"{")  # K7: one byte, then nothing
+    reader = raw(d, timeout=30)  # K8: follows the log and never reads
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.sendall(
+        json.dumps(
+            {"v": 1, "id": 1, "op": "logs", "args": {"id": task["id"], "follow": True}}
+        ).encode()
+        + b"\n"
+    )
+    start = time.monotonic()
+    for _ in range(5):  # meanwhile other clients are served at once
+        assert_responsive(d)
+    wait_for(lambda: "did not read" in d.stderr(), 30, "the slow reader to be disconnected")
+    assert closed(slow), "the slowloris connection is still open"
+    assert time.monotonic() - start < 25
+    received = 0
+    while True:
+        chunk = reader.recv(1 << 20)
+        if not chunk:
+            break
+        received += len(chunk)
+    assert received < 20 << 20, "the slow reader was not cut off"
+    slow.close()
+    reader.close()
+    assert_responsive(d)
+    assert d.task(task["id"])["status"] == "running"  # dispatch and the task are unaffected
+
+
+def test_k9_client_gone_right_after_submit(make_daemon):  # noqa: F811
+    d = make_daemon()
+    d.call("pause")
+    for n in range(20):
+        s = raw(d)
+        args = {"source": "alpha", "sync_type": "a1", "params": {"exit": n}}
+        request = {"v": 1, "id": n, "op": "submit", "args": args}
+        s.sendall(json.dumps(request).encode() + b"\n")
+        s.close()
+    # The whole line reached the daemon before the close, so each submit is handled.
+    wait_for(lambda: d.stderr().count("submit by ") == 20, 20, "20 submits to be handled")
+    tasks = wait_for(
+        lambda: (lambda t: t if len(t) == 20 else None)(
+            d.call("list", status=["queued"], limit=100)["tasks"]
+        ),
+        20,
+        "20 committed tasks",
+    )
+    for task in tasks:  # whatever was committed is whole
+        assert task["source"] == "alpha" and task["argv"][-1].startswith("--exit=")
+        assert d.task(task["id"]) == task
+    assert_responsive(d)
