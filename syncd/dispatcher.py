@@ -11,11 +11,12 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from syncd.clock import Clock, iso
 from syncd.config import DaemonSettings, Route
@@ -33,6 +34,9 @@ KILL_CANCEL = "cancel"
 KILL_TIMEOUT = "timeout"
 KILL_STALE = "stale"
 KILL_SHUTDOWN = "shutdown"
+
+PERSIST_RETRY_SECONDS = 1.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -326,12 +330,15 @@ class Dispatcher:
             rt.child = child
             if rt.kill_reason is not None:
                 child.terminate(self.settings.kill_grace_seconds)
-        self.store.set_running_fields(
-            task.id,
-            pid=child.pid,
-            proc_starttime=child.identity.starttime,
-            boot_id=child.identity.boot_id,
-        )
+        try:
+            self.store.set_running_fields(
+                task.id,
+                pid=child.pid,
+                proc_starttime=child.identity.starttime,
+                boot_id=child.identity.boot_id,
+            )
+        except SyncdError as exc:  # supervision goes on; only crash recovery needs the pid
+            log.warning("task %d: pid %d not recorded: %s", task.id, child.pid, exc.message)
         code = child.wait()
         assert code is not None
         if rt.kill_reason is not None:
@@ -365,15 +372,20 @@ class Dispatcher:
                 **{**retry.__dict__, "not_before": iso(now + timedelta(seconds=backoff))}
             )
         progress = rt.child.log.progress if rt.child is not None else None
-        done, follow = self.store.finish(
-            task.id,
-            status,
-            finished_at=iso(now) or "",
-            exit_code=code,
-            error=error,
-            retry=retry,
-            requeue=requeue,
-            progress=progress,
+        gave_up: tuple[Task | None, Task | None] = (None, None)
+        done, follow = self._persist(
+            f"task {task.id} {status.value}",
+            lambda: self.store.finish(
+                task.id,
+                status,
+                finished_at=iso(now),
+                exit_code=code,
+                error=error,
+                retry=retry,
+                requeue=requeue,
+                progress=progress,
+            ),
+            gave_up,
         )
         duration = self.clock.monotonic() - rt.started_mono
         log.info(
@@ -407,6 +419,21 @@ class Dispatcher:
             if follow is not None:
                 self.cond.notify_all()
 
+    def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
+        """A final write that must not be lost to a full disk or a foreign lock: retry every
+        second until it lands. On shutdown it gives up (the row stays `running`, and the next
+        start reconciles it as lost), so a dead disk cannot hang the stop."""
+        while True:
+            try:
+                return write()
+            except SyncdError as exc:
+                if self.stopping:
+                    log.error("%s not recorded (%s); reconciled at next start", what, exc.message)
+                    return gave_up
+                log.warning("%s not recorded yet (%s); retrying", what, exc.message)
+            with self.cond:
+                self.cond.wait(PERSIST_RETRY_SECONDS)
+
     def _follow_up(
         self, task: Task, trigger: str, *, attempt: int | None = None, front: bool = False
     ) -> NewTask:
@@ -432,8 +459,9 @@ class Dispatcher:
             for rt in list(self.running.values()):
                 self._kill(rt, KILL_SHUTDOWN)
             threads = [rt.thread for rt in self.running.values() if rt.thread is not None]
+        deadline = time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- events -----------------------------------------------------------------------------
     def _task_event(self, task: Task, *, wake: bool = True) -> None:
