@@ -117,6 +117,7 @@ class Batch:
         self.targets: dict[Key, Task | None] = {}  # the queued task each key coalesces into
         self.pending: list[tuple[Task, str, str]] = []  # (task, argv, params) not inserted yet
         self.dirty: dict[int, Task] = {}  # inserted tasks whose priority/not_before changed
+        self._argv_json: dict[tuple[str, ...], str] = {}  # a batch repeats a few routes' argv
 
     def add(self, items: Sequence[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
         keyed = [(new, dup, (new.source, new.route, _encode(new.params))) for new, dup in items]
@@ -217,7 +218,11 @@ class Batch:
                 "boot_id": None,
             },
         )
-        self.pending.append((task, json.dumps(task.argv), params))
+        key = tuple(task.argv)
+        argv = self._argv_json.get(key)
+        if argv is None:
+            argv = self._argv_json[key] = json.dumps(task.argv)
+        self.pending.append((task, argv, params))
         return task
 
 
