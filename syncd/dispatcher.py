@@ -363,13 +363,15 @@ class Dispatcher:
         retry = requeue = None
         if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
             if self.settings.on_shutdown.value == "requeue":
-                requeue = self._follow_up(task, f"requeue:{task.id}", front=True)
+                requeue = NewTask.follow_up(task, f"requeue:{task.id}", front=True)
         elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
-            retry = self._follow_up(task, f"retry:{task.id}", attempt=task.attempt + 1)
             backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
             backoff *= 1 + random.uniform(0, 0.1)
-            retry = NewTask(
-                **{**retry.__dict__, "not_before": iso(now + timedelta(seconds=backoff))}
+            retry = NewTask.follow_up(
+                task,
+                f"retry:{task.id}",
+                attempt=task.attempt + 1,
+                not_before=iso(now + timedelta(seconds=backoff)),
             )
         progress = rt.child.log.progress if rt.child is not None else None
         gave_up: tuple[Task | None, Task | None] = (None, None)
@@ -433,23 +435,6 @@ class Dispatcher:
                 log.warning("%s not recorded yet (%s); retrying", what, exc.message)
             with self.cond:
                 self.cond.wait(PERSIST_RETRY_SECONDS)
-
-    def _follow_up(
-        self, task: Task, trigger: str, *, attempt: int | None = None, front: bool = False
-    ) -> NewTask:
-        return NewTask(
-            source=task.source,
-            sync_type=task.sync_type,
-            route=task.route,
-            argv=list(task.argv),
-            params=dict(task.params),
-            priority=task.priority,
-            trigger=trigger,
-            attempt=task.attempt if attempt is None else attempt,
-            requested_by=task.requested_by,
-            lost_count=int(task.internal.get("lost_count", 0)),
-            front=front,
-        )
 
     # -- shutdown ---------------------------------------------------------------------------
     def stop(self, timeout: float) -> None:

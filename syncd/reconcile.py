@@ -74,19 +74,7 @@ def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) 
     if lost_count > cap:
         error = f"lost {lost_count} times, not requeued"
     else:
-        requeue = NewTask(
-            source=task.source,
-            sync_type=task.sync_type,
-            route=task.route,
-            argv=list(task.argv),
-            params=dict(task.params),
-            priority=task.priority,
-            trigger=f"requeue:{task.id}",
-            attempt=task.attempt,
-            requested_by=task.requested_by,
-            lost_count=lost_count,
-            front=True,
-        )
+        requeue = NewTask.follow_up(task, f"requeue:{task.id}", lost_count=lost_count, front=True)
     done, follow = store.finish(
         task.id,
         Status.FAILED,

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from syncd.clock import iso
@@ -63,6 +63,24 @@ class NewTask:
     not_before: str | None = None
     lost_count: int = 0
     front: bool = False  # queue ahead of every queued task of the same priority
+
+    @classmethod
+    def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
+        """The same sync again (a retry or a requeue): same argv, params, priority and
+        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
+        base = cls(
+            source=task.source,
+            sync_type=task.sync_type,
+            route=task.route,
+            argv=list(task.argv),
+            params=dict(task.params),
+            priority=task.priority,
+            trigger=trigger,
+            attempt=task.attempt,
+            requested_by=task.requested_by,
+            lost_count=int(task.internal.get("lost_count") or 0),
+        )
+        return replace(base, **changes)
 
 
 _SETTABLE = frozenset(
