@@ -29,19 +29,9 @@ from syncd.errors import SyncdError
 from syncd.models import ErrorCode
 from syncd.protocol import Request
 from syncd.server import Server, SocketInUse, Stream
+from tests.e2e.conftest import wait_for
 
 PING_BUDGET = 0.1
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 class FakeStream:
