@@ -330,26 +330,6 @@ def submit(source: str, sync_type: str | None, params: tuple[str, ...], **kw: An
     click.get_current_context().exit(0 if last == "completed" else 1)
 
 
-@command(main, "list-tasks", "syncctl list-tasks --queued --source crm")
-@click.option("--active", is_flag=True, help="running tasks only")
-@click.option("--queued", is_flag=True, help="queued tasks only")
-@click.option("--finished", is_flag=True, help="recently finished tasks only")
-@click.option("--source", help="only this source")
-def list_tasks(active: bool, queued: bool, finished: bool, source: str | None) -> None:
-    """The live view: running, queued and recently finished tasks."""
-    if active + queued + finished > 1:
-        raise click.UsageError("--active, --queued and --finished exclude each other")
-    which = ["running"] if active else ["queued"] if queued else list(FINAL) if finished else None
-    emit(call("list", status=which, source=source), lambda r: render.list_text(r, now_utc()))
-
-
-@command(main, "show", "syncctl show 812")
-@ID
-def show(task_id: int) -> None:
-    """One task, every field."""
-    emit(call("get", id=task_id), lambda r: render.task_detail(r["task"]))
-
-
 @command(main, "cancel-task", "syncctl cancel-task 812 813")
 @click.argument("task_ids", metavar="ID...", type=int, nargs=-1, required=True)
 def cancel_task(task_ids: tuple[int, ...]) -> None:
@@ -364,19 +344,6 @@ def set_priority(task_id: int, priority: int) -> None:
     """Change a queued task's priority (0 = most urgent)."""
     r = call("set_priority", id=task_id, priority=priority)
     emit(r, lambda r: f"task {task_id}: priority {r['task']['priority']}")
-
-
-@command(main, "history", "syncctl history --source crm --status failed --since 2h")
-@click.option("--source", help="only this source")
-@click.option("--type", "sync_type", help="only this sync type")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(FINAL))
-@click.option("--since", metavar="WHEN", help="ISO 8601 (naive = UTC) or relative: 30m, 2h, 7d")
-@click.option("--limit", type=click.IntRange(1, 10000), help="at most N rows (daemon: 100)")
-def history(statuses: tuple[str, ...], since: str | None, **kw: Any) -> None:
-    """Finished runs, newest first."""
-    when = since_iso(since, now_utc()) if since else None
-    r = call("history", status=list(statuses) or None, since=when, **kw)
-    emit(r, lambda r: render.list_text(r, now_utc()))
 
 
 @command(main, "logs", "syncctl logs 812 --follow")
@@ -401,15 +368,6 @@ def logs(task_id: int, follow: bool) -> None:
             sys.stdout.flush()
         end = frame if "status" in frame else end
     click.get_current_context().exit(0 if end.get("status") == "completed" else 1)
-
-
-@command(main, "explain", "syncctl explain 813")
-@ID
-def explain(task_id: int) -> None:
-    """Why a queued task is not running yet.
-
-    Reasons: pool_full, source_limit, route_running, not_before, paused."""
-    emit(call("explain", id=task_id), lambda r: render.explain_text(task_id, r))
 
 
 # -- routes and schedules ---------------------------------------------------------------------
@@ -468,4 +426,6 @@ def schedule_resume(name: str, from_now: bool) -> None:
 
 
 # Commands defined in their own module register themselves on `main` when imported.
+# ctl_extra: top, show, explain, list-tasks, history and daemon-backed completion.
+from syncd import ctl_extra as _ctl_extra  # noqa: E402,F401
 from syncd import ctl_more as _ctl_more  # noqa: E402,F401

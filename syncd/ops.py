@@ -147,7 +147,16 @@ def _list(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
         limit=args.get("limit", 200),
         after_id=args.get("after_id"),
     )
-    return {"tasks": [t.to_dict() for t in tasks], "total": total}
+    rows = [t.to_dict() for t in tasks]
+    if args.get("explain"):
+        # One dispatcher snapshot for the whole page; only queued rows get a reason.
+        from syncd.explain import reasons
+
+        why = reasons(self.d, tasks)
+        for row in rows:
+            if row["id"] in why:
+                row["reason"] = why[row["id"]]
+    return {"tasks": rows, "total": total}
 
 
 @op("get")

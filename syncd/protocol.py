@@ -267,6 +267,7 @@ _op(
         "source": _SOURCE,
         "limit": Arg("int", 200, min=1, max=10000),
         "after_id": Arg("int", min=0),
+        "explain": Arg("bool", False, help="add each queued row's one-word reason"),
     },
     mutating=False,
 )

@@ -54,9 +54,10 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def when(text: str | None) -> str:
-    """A protocol timestamp, to the second, still in UTC (with its Z) as stored."""
+    """A protocol timestamp (UTC) in the operator's local time, to the second, zone named:
+    people read their own clock; `--json` keeps the UTC value as stored."""
     dt = parse_time(text)
-    return "-" if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "-" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def since(text: str | None, now: datetime) -> float | None:
@@ -296,15 +297,6 @@ def config_table(result: Row) -> str:
     return table(["SETTING", "VALUE", "ORIGIN"], rows)
 
 
-def explain_text(task_id: int, r: Row) -> str:
-    lines = [f"task {task_id}: {r.get('reason')}: {r.get('message')}"]
-    if r.get("blocking"):
-        lines.append(f"  blocked by: {cell(r['blocking'])}")
-    if r.get("estimated_start"):
-        lines.append(f"  estimated start: {when(r['estimated_start'])}")
-    return "\n".join(lines)
-
-
 def detail_lines(details: Mapping[str, Any] | None) -> list[str]:
     """An error's structured extras, one fact per line (config problems one per line)."""
     out: list[str] = []
@@ -375,3 +367,112 @@ def reload_text(r: Row, dry_run: bool) -> str:
     if r.get("affected_queued"):
         text += f"\nqueued tasks affected: {cell(r['affected_queued'])}"
     return text
+
+
+# -- explain, queue reasons, history summary, show with its rule (issue 6) ---------------------
+
+
+def explain_full(task_id: int, r: Row, now: datetime) -> str:
+    """`explain`: the reason, what blocks it, the start labelled as an estimate, any note."""
+    lines = [f"task {task_id}: {r.get('reason')}: {r.get('message')}"]
+    if r.get("blocking"):
+        lines.append(f"  blocked by: {cell(r['blocking'])}")
+    start = r.get("estimated_start")
+    if start:
+        left = since(start, now)
+        rel = "now" if left is None or left > -1 else f"in about {duration(-left)}"
+        lines.append(
+            f"  estimated start: {when(start)} ({rel}; an estimate from the median of recent runs)"
+        )
+    if r.get("note"):
+        lines.append(f"  note: {r['note']}")
+    return "\n".join(lines)
+
+
+def queued_table(r: Row, now: datetime) -> str:
+    """`list-tasks --queued`: dispatch order, with the one-word reason each task waits."""
+    tasks = r.get("tasks") or []
+    if not tasks:
+        return "no tasks"
+    rows = [
+        (
+            t["id"],
+            t.get("priority"),
+            sync_name(t),
+            t.get("trigger"),
+            duration(since(t.get("submitted_at"), now)),
+            t.get("reason"),
+        )
+        for t in tasks
+    ]
+    text = table(["ID", "PRI", "SYNC", "TRIGGER", "WAITING", "WHY"], rows)
+    more = int(r.get("total") or len(tasks)) - len(tasks)
+    return text + (f"\n({more} more not shown)" if more > 0 else "")
+
+
+def run_seconds(t: Row) -> float | None:
+    start, end = parse_time(t.get("started_at")), parse_time(t.get("finished_at"))
+    return max(0.0, (end - start).total_seconds()) if start and end else None
+
+
+def nearest_rank(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile by the nearest-rank rule (an observed value, never interpolated)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(p * len(ordered) * 1000) // 100000))  # ceil(p/100 * n), exact
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def history_summary(tasks: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per route (source.route): runs, failures, p50/p95 duration of runs that started,
+    and the last success. Cancelled tasks count as runs but not as failures."""
+    groups: dict[str, list[Row]] = {}
+    for t in tasks:
+        groups.setdefault(f"{t.get('source')}.{t.get('route')}", []).append(t)
+    out = []
+    for name in sorted(groups):
+        rows = groups[name]
+        took = [s for s in (run_seconds(t) for t in rows) if s is not None]
+        ok = [t.get("finished_at") for t in rows if t.get("status") == "completed"]
+        out.append(
+            {
+                "route": name,
+                "runs": len(rows),
+                "failures": sum(1 for t in rows if t.get("status") == "failed"),
+                "p50_seconds": nearest_rank(took, 50),
+                "p95_seconds": nearest_rank(took, 95),
+                "last_success": max((x for x in ok if x), default=None),
+            }
+        )
+    return out
+
+
+def summary_table(summary: Sequence[Row]) -> str:
+    if not summary:
+        return "no finished runs"
+    rows = [
+        (
+            s["route"],
+            s["runs"],
+            s["failures"],
+            duration(s.get("p50_seconds")),
+            duration(s.get("p95_seconds")),
+            when(s.get("last_success")) if s.get("last_success") else "never",
+        )
+        for s in summary
+    ]
+    return table(["ROUTE", "RUNS", "FAILED", "P50", "P95", "LAST SUCCESS"], rows)
+
+
+def route_rule(task: Row) -> str:
+    """exact when the sync type has its own route, else the source's fallback route."""
+    return "exact" if task.get("route") == task.get("sync_type") else "fallback"
+
+
+def task_show(task: Row) -> str:
+    """`show`: every field (task_detail), the route line saying which rule chose it."""
+    lines = task_detail(task).splitlines()
+    rule = route_rule(task)
+    why = "exact" if rule == "exact" else f"fallback: no route for {task.get('sync_type')!r}"
+    return "\n".join(f"{line} ({why})" if line.split()[:1] == ["route"] else line for line in lines)

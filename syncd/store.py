@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from syncd.clock import iso
+from syncd.clock import iso, parse_iso
 from syncd.errors import SyncdError
 from syncd.models import FINAL, TRANSITIONS, ErrorCode, Status, Task
 from syncd.store_base import StoreBase
@@ -282,6 +282,22 @@ class Store(StoreBase):
         if limit is not None:
             order, params = order + " LIMIT ?", [*params, limit]
         return self._tasks(where, params, order, index)
+
+    def recent_durations(self, source: str, route: str, limit: int) -> list[float]:
+        """Seconds taken by the route's last `limit` completed runs, newest first (explain's
+        estimates). The (source, route, params) index narrows the rows."""
+        rows = self._read(
+            "SELECT started_at, finished_at FROM tasks WHERE source = ? AND route = ?"
+            " AND status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (source, route, limit),
+        )
+        out = []
+        for started, finished in rows:
+            a, b = parse_iso(started), parse_iso(finished)
+            if a is not None and b is not None:
+                out.append(max(0.0, (b - a).total_seconds()))
+        return out
 
     def queued_ids(self, source: str | None = None) -> list[int]:
         where, params = "status = 'queued'", []

@@ -118,7 +118,7 @@ REQUESTS = [
     (
         ["list-tasks", "--queued", "--source", "five9"],
         "list",
-        {"status": ["queued"], "source": "five9"},
+        {"status": ["queued"], "source": "five9", "explain": True},
     ),
     (["list-tasks", "--finished"], "list", {"status": ["completed", "failed", "cancelled"]}),
     (["show", "812"], "get", {"id": 812}),
@@ -235,7 +235,7 @@ def test_command_level_socket_overrides_group_level(fake: FakeDaemon) -> None:
 def test_socket_from_environment(fake: FakeDaemon) -> None:
     result = CliRunner().invoke(ctl.main, ["ping"], env={"SYNCD_SOCKET": str(fake.path)})
     assert result.exit_code == 0
-    assert result.stdout == "syncd 0.1.0, pid 42, up 1h 02m (since 2025-09-29 13:00:00Z)\n"
+    assert result.stdout == "syncd 0.1.0, pid 42, up 1h 02m (since 2025-09-29 13:00:00 UTC)\n"
 
 
 def test_unreadable_config_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

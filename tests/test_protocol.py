@@ -127,7 +127,10 @@ def test_docs_table_lists_every_op_with_a_summary() -> None:
     [
         ("ping", {}),
         ("status", {"verbose": False}),
-        ("list", {"status": None, "source": None, "limit": 200, "after_id": None}),
+        (
+            "list",
+            {"status": None, "source": None, "limit": 200, "after_id": None, "explain": False},
+        ),
         ("logs", {"id": 3, "follow": False, "offset": 0}),
         ("schedule_resume", {"name": "n", "from_now": False}),
         ("reset_state", {"force": False}),

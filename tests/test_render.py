@@ -92,9 +92,9 @@ def test_mib_and_percent() -> None:
     assert render.percent(12.46) == "12%"
 
 
-def test_when_is_utc_to_the_second() -> None:
-    assert render.when("2025-09-29T15:30:45.123456Z") == "2025-09-29 15:30:45Z"
-    assert render.when("2025-09-29T17:30:45+02:00") == "2025-09-29 15:30:45Z"
+def test_when_is_local_time_to_the_second() -> None:
+    assert render.when("2025-09-29T15:30:45.123456Z") == "2025-09-29 15:30:45 UTC"
+    assert render.when("2025-09-29T17:30:45+02:00") == "2025-09-29 15:30:45 UTC"
     assert render.when(None) == "-"
     assert render.when("garbage") == "-"
 
@@ -192,7 +192,7 @@ def test_task_detail_shows_every_field() -> None:
     assert "error           boom" in lines
     assert "argv            python manage.py sync_hubspot_deals" in lines
     assert "params          full=yes" in lines
-    assert "submitted_at    2025-09-29 15:00:00Z" in lines
+    assert "submitted_at    2025-09-29 15:00:00 UTC" in lines
     assert "started_at      -" in lines
 
 
@@ -220,7 +220,7 @@ def test_task_table_and_list_text() -> None:
         *("ID", "STATUS", "PRI", "SYNC", "TRIGGER", "SUBMITTED", "TOOK", "EXIT", "NOTE"),
     ]
     assert row.split() == [
-        *("3", "failed", "5", "a.b", "manual", "2025-09-29", "15:00:00Z", "2m", "15s", "2"),
+        *("3", "failed", "5", "a.b", "manual", "2025-09-29", "15:00:00", "UTC", "2m", "15s", "2"),
         *("exit", "2"),
     ]
     assert more == "(4 more not shown)"
@@ -297,10 +297,12 @@ def test_routes_resolve_schedules_config_explain() -> None:
         "blocking": [1, 2],
         "estimated_start": "2025-09-29T16:00:00Z",
     }
-    assert render.explain_text(9, exp).splitlines() == [
+    now = datetime(2025, 9, 29, 15, 57, 45, tzinfo=timezone.utc)
+    assert render.explain_full(9, exp, now).splitlines() == [
         "task 9: pool_full: all 2 slots busy",
         "  blocked by: 1, 2",
-        "  estimated start: 2025-09-29 16:00:00Z",
+        "  estimated start: 2025-09-29 16:00:00 UTC"
+        " (in about 2m 15s; an estimate from the median of recent runs)",
     ]
 
 
@@ -333,4 +335,18 @@ def test_fill_and_small_texts() -> None:
     r = {"applied": False, "changes": {"added": [], "removed": [], "changed": []}}
     assert render.reload_text(r, True) == "would change: added 0, removed 0, changed 0"
     ping = {"version": "1", "pid": 4, "uptime_seconds": 7260, "started_at": "2025-09-29T13:29Z"}
-    assert render.ping_text(ping) == "syncd 1, pid 4, up 2h 01m (since 2025-09-29 13:29:00Z)"
+    assert render.ping_text(ping) == "syncd 1, pid 4, up 2h 01m (since 2025-09-29 13:29:00 UTC)"
+
+
+def test_times_are_shown_in_local_time_with_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert render.when("2025-09-29T15:00:00Z") == "2025-09-29 11:00:00 EDT"
+        assert render.when("2025-12-01T15:00:00Z") == "2025-12-01 10:00:00 EST"
+        assert render.when(None) == "-"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

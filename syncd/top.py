@@ -1,0 +1,601 @@
+"""`syncctl top`: a full-screen dashboard of the pool, fed by the daemon's `watch` stream.
+
+State changes come from events: a task event moves the task between the active list, the
+queue and the failures at once, a pool event updates the counts. What events do not carry
+is fetched when an event says it changed: the queue in dispatch order with each task's
+one-word reason (`list` with `explain`), the paused flag and worker limit (`status`).
+Once per refresh tick (<= 2 s) `status verbose` brings CPU%, RSS and progress lines; a
+count it reports that differs from ours (e.g. after `clear-queue`, which sends no event)
+refreshes the queue too.
+
+The screen is built by pure functions (`screen`) from a `Model`, so layout is unit tested;
+`run_top` is the thin curses loop around them. The terminal is restored on every exit
+(curses.wrapper), and a daemon that goes away is shown as such and reconnected to."""
+
+from __future__ import annotations
+
+import contextlib
+import curses
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from syncd import render
+from syncd.client import Client, DaemonError, DaemonUnreachable
+
+FAILURES_KEPT = 5
+QUEUE_ROWS = 100
+MIN_FETCH_GAP = 0.25  # event-triggered refetches are coalesced to at most 4 a second
+FIRES_REFRESH = 30.0
+RECONNECT_PAUSE = 1.0
+MESSAGE_SECONDS = 5.0
+KEY_HELP = "arrows select  c cancel  +/- priority  p pause/resume  q quit"
+
+Seg = tuple[str, str]  # (text, style); styles: "" plain, bold, dim, sel, ok, warn, bad
+Line = list[Seg]
+
+
+@dataclass
+class Model:
+    """What the dashboard knows; every update is a method, every read is `screen`."""
+
+    version: str = "?"
+    uptime: float | None = None
+    uptime_at: float = 0.0  # monotonic time `uptime` was read
+    max_workers: int = 0
+    active_count: int = 0
+    queued_count: int = 0
+    paused: bool = False
+    active: dict[int, dict[str, Any]] = field(default_factory=dict)
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=FAILURES_KEPT))
+    fires: list[dict[str, Any]] = field(default_factory=list)
+    connected: bool = False
+    problem: str = "connecting..."
+    message: str = ""
+    message_until: float = 0.0  # monotonic time the message is cleared
+    selected: int | None = None  # a task id: stable while rows move
+    selected_index: int = 0  # where it was: a vanished task's neighbour takes over
+    prompt: tuple[str, int] | None = None  # ("cancel", id) while waiting for y/n
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """SPEC 6's state by counts alone, recomputed as soon as an event changes them."""
+        if self.active_count < self.max_workers:
+            return "available"
+        return "overloaded" if self.queued_count else "busy"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The selectable rows: active tasks by id, then the queue in dispatch order."""
+        return [self.active[i] for i in sorted(self.active)] + list(self.queue)
+
+    def selected_row(self) -> dict[str, Any] | None:
+        rows = self.rows()
+        for index, row in enumerate(rows):
+            if row["id"] == self.selected:
+                self.selected_index = index
+                return row
+        if not rows:
+            return None
+        self.selected_index = min(self.selected_index, len(rows) - 1)
+        row = rows[self.selected_index]
+        self.selected = row["id"]
+        return row
+
+    def move(self, step: int) -> None:
+        rows = self.rows()
+        if not rows:
+            self.selected = None
+            return
+        ids = [r["id"] for r in rows]
+        current = self.selected_row()
+        index = ids.index(current["id"]) if current is not None else 0
+        self.selected_index = max(0, min(len(ids) - 1, index + step))
+        self.selected = ids[self.selected_index]
+
+    # -- updates --------------------------------------------------------------------------
+    def apply_ping(self, r: dict[str, Any], mono: float) -> None:
+        self.version = str(r.get("version", "?"))
+        self.uptime = float(r.get("uptime_seconds") or 0.0)
+        self.uptime_at = mono
+
+    def apply_status(self, r: dict[str, Any]) -> bool:
+        """A `status` reply; True when its counts disagree with ours (refetch the queue)."""
+        differs = (r.get("active"), r.get("queued")) != (self.active_count, self.queued_count)
+        self.max_workers = int(r.get("max_workers") or 0)
+        self.active_count = int(r.get("active") or 0)
+        self.queued_count = int(r.get("queued") or 0)
+        self.paused = bool(r.get("paused"))
+        if "active_tasks" in r:
+            fresh = {t["id"]: t for t in r["active_tasks"]}
+            self.active = fresh
+        return differs
+
+    def apply_queue(self, r: dict[str, Any]) -> None:
+        self.queue = [t for t in r.get("tasks", []) if t.get("status") == "queued"]
+        self.queued_count = int(r.get("total") or len(self.queue))
+
+    def apply_failures(self, r: dict[str, Any]) -> None:
+        self.failures.clear()
+        self.failures.extend(r.get("tasks", [])[:FAILURES_KEPT])
+
+    def apply_schedules(self, r: dict[str, Any]) -> None:
+        rows = [s for s in r.get("schedules", []) if s.get("next_fire")]
+        self.fires = sorted(rows, key=lambda s: str(s["next_fire"]))
+
+    def apply_event(self, event: dict[str, Any]) -> set[str]:
+        """One watch event; returns what must be fetched because of it ("queue", "status")."""
+        kind = event.get("event")
+        if kind == "pool":
+            counts = event.get("status") or {}
+            self.active_count = int(counts.get("running", self.active_count))
+            self.queued_count = int(counts.get("queued", self.queued_count))
+            return {"queue", "status"}  # pause/resume and submit_many only send this
+        if kind == "config":
+            return {"status", "fires"}
+        if kind != "task" or not isinstance(event.get("task"), dict):
+            return {"queue"} if kind == "task" else set()
+        task: dict[str, Any] = event["task"]
+        status = task.get("status")
+        task_id = task["id"]
+        if status == "running":
+            old = self.active.get(task_id, {})
+            self.active[task_id] = {**old, **task}
+            self.queue = [t for t in self.queue if t["id"] != task_id]
+        elif status in ("completed", "failed", "cancelled"):
+            self.active.pop(task_id, None)
+            self.queue = [t for t in self.queue if t["id"] != task_id]
+            if status == "failed":
+                self.failures.appendleft(task)
+        return {"queue"}
+
+
+# -- the screen, as text ------------------------------------------------------------------------
+
+
+def fit(text: str, width: int) -> str:
+    """Exactly `width` characters: clipped with a `~` marker, or padded."""
+    if width <= 0:
+        return ""
+    if len(text) > width:
+        return text[: width - 1] + "~" if width > 1 else text[:width]
+    return text.ljust(width)
+
+
+def columns(values: list[Any], widths: list[int], total: int) -> str:
+    """Cells in fixed widths; the last cell takes what is left of `total`."""
+    cells = []
+    used = 0
+    for i, value in enumerate(values):
+        text = render.cell(value)
+        w = widths[i] if i < len(widths) else max(0, total - used)
+        cells.append(fit(text, w))
+        used += w + 1
+    return fit(" ".join(cells), total)
+
+
+def bar(fraction: float, width: int) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+STATE_STYLE = {"available": "ok", "busy": "warn", "overloaded": "bad"}
+ACTIVE_W = [7, 24, 8, 5, 9]
+QUEUE_W = [7, 24, 3, 8]
+FAIL_W = [7, 24, 9]
+FIRE_W = [20, 24]
+
+
+def header(m: Model, width: int, mono: float, now: datetime) -> list[Line]:
+    uptime = None if m.uptime is None else m.uptime + (mono - m.uptime_at)
+    first = (
+        f"syncd {m.version}  up {render.duration(uptime)}  max workers {m.max_workers}"
+        f"  {now.astimezone().strftime('%H:%M:%S %Z')}"
+    )
+    util = m.active_count / m.max_workers if m.max_workers else 0.0
+    left = f"{bar(util, 20)} {util * 100:3.0f}%  "
+    state = m.state.upper()
+    counts = f"  active {m.active_count}/{m.max_workers}  queued {m.queued_count}"
+    second: Line = [(left, ""), (state, STATE_STYLE[m.state]), (counts, "")]
+    if m.paused:
+        second.append(("  PAUSED", "bad"))
+    used = sum(len(t) for t, _ in second)
+    second.append((" " * max(0, width - used), ""))
+    if not m.connected:
+        third: Line = [(fit(f"! {m.problem} (last known state below)", width), "bad")]
+    else:
+        third = [(fit(m.message if mono < m.message_until else "", width), "dim")]
+    return [[(fit(first, width), "bold")], clip_line(second, width), third]
+
+
+def clip_line(line: Line, width: int) -> Line:
+    out: Line = []
+    left = width
+    for text, style in line:
+        if left <= 0:
+            break
+        out.append((text[:left], style))
+        left -= len(text[:left])
+    return out
+
+
+def section(title: str, head: str, rows: list[Line], room: int, width: int) -> list[Line]:
+    """A title line, a column header and as many rows as fit in `room` lines."""
+    if room < 2:
+        return []
+    out: list[Line] = [[(fit(title, width), "bold")], [(fit(head, width), "dim")]]
+    space = room - 2
+    if len(rows) > space:
+        shown = rows[: max(0, space - 1)]
+        more = len(rows) - len(shown)
+        return out + shown + [[(fit(f"  ... and {more} more", width), "dim")]]
+    return out + rows
+
+
+def task_rows(m: Model, width: int, now: datetime) -> tuple[list[Line], list[Line]]:
+    chosen = m.selected_row()
+    sel = chosen["id"] if chosen is not None else None
+
+    def line(task_id: int, text: str) -> Line:
+        mark = ">" if task_id == sel else " "
+        return [(fit(mark + text, width), "sel" if task_id == sel else "")]
+
+    active = []
+    for t in (m.active[i] for i in sorted(m.active)):
+        # From started_at, not the elapsed_seconds of the last status tick: it keeps counting.
+        took = render.since(t.get("started_at"), now)
+        took = render.running_for(t, now) if took is None else took
+        values = [
+            t["id"],
+            f"{t.get('source')}.{t.get('route')}",
+            render.duration(took),
+            render.percent(t.get("cpu_percent")),
+            render.mib(t.get("rss_bytes")),
+            t.get("progress") or "",
+        ]
+        active.append(line(t["id"], columns(values, ACTIVE_W, width - 1)))
+    queued = []
+    for t in m.queue:
+        values = [
+            t["id"],
+            f"{t.get('source')}.{t.get('route')}",
+            t.get("priority"),
+            render.duration(render.since(t.get("submitted_at"), now)),
+            t.get("reason") or "",
+        ]
+        queued.append(line(t["id"], columns(values, QUEUE_W, width - 1)))
+    return active, queued
+
+
+def other_rows(m: Model, width: int) -> tuple[list[Line], list[Line]]:
+    fails = []
+    for t in m.failures:
+        finished = render.parse_time(t.get("finished_at"))
+        values = [
+            t["id"],
+            f"{t.get('source')}.{t.get('route')}",
+            finished.astimezone().strftime("%H:%M:%S") if finished else "-",
+            t.get("error") or "",
+        ]
+        fails.append([(" " + columns(values, FAIL_W, width - 1), "")])
+    fires = []
+    for s in m.fires:
+        values = [s.get("name"), render.when(s.get("next_fire")), f"{s['source']}.{s['sync_type']}"]
+        fires.append([(" " + columns(values, FIRE_W, width - 1), "")])
+    return fails, fires
+
+
+def screen(m: Model, width: int, height: int, mono: float, now: datetime) -> list[Line]:
+    """The whole screen, at most `height` lines of at most `width` characters."""
+    lines = header(m, width, mono, now)
+    active, queued = task_rows(m, width, now)
+    fails, fires = other_rows(m, width)
+    room = max(0, height - len(lines) - 1)  # the footer takes the last line
+    # Fixed shares first (each section shows at least a few rows), the queue takes the rest.
+    want_active = 2 + max(1, len(active))
+    want_fail = 2 + min(3, max(1, len(fails)))
+    want_fire = 2 + min(3, max(1, len(fires)))
+    active_room = min(want_active, max(3, room - 3 - want_fail - want_fire))
+    rest = room - active_room
+    fail_room = min(want_fail, max(0, rest - 3 - want_fire))
+    fire_room = min(want_fire, max(0, rest - 3 - fail_room))
+    queue_room = max(0, rest - fail_room - fire_room)
+    spare = queue_room - (2 + max(1, len(queued)))
+    if spare > 0:  # a short queue lends its lines to the failures
+        extra = min(spare, 2 + len(fails) - fail_room)
+        if extra > 0:
+            queue_room, fail_room = queue_room - extra, fail_room + extra
+    none: list[Line] = [[(fit("  none", width), "dim")]]
+    a_head = " " + columns(["ID", "SYNC", "ELAPSED", "CPU", "RSS", "PROGRESS"], ACTIVE_W, width - 1)
+    q_head = " " + columns(["ID", "SYNC", "PRI", "WAITING", "WHY"], QUEUE_W, width - 1)
+    f_head = " " + columns(["ID", "SYNC", "FINISHED", "ERROR"], FAIL_W, width - 1)
+    s_head = " " + columns(["SCHEDULE", "NEXT FIRE", "SYNC"], FIRE_W, width - 1)
+    lines += section(f"ACTIVE ({m.active_count})", a_head, active or none, active_room, width)
+    title = f"QUEUE ({m.queued_count}, dispatch order)"
+    lines += section(title, q_head, queued or none, queue_room, width)
+    lines += section("LAST FAILURES", f_head, fails or none, fail_room, width)
+    lines += section("NEXT SCHEDULE FIRES", s_head, fires or none, fire_room, width)
+    lines = lines[: max(0, height - 1)]
+    while len(lines) < height - 1:
+        lines.append([(" " * width, "")])
+    lines.append(footer(m, width))
+    return lines[:height]
+
+
+def footer(m: Model, width: int) -> Line:
+    if m.prompt is not None:
+        action, task_id = m.prompt
+        row = next((r for r in m.rows() if r["id"] == task_id), None)
+        what = f" ({row['source']}.{row['route']}, {row['status']})" if row else ""
+        return [(fit(f"{action} task {task_id}{what}? y/n", width), "bad")]
+    return [(fit(KEY_HELP, width), "dim")]
+
+
+# -- talking to the daemon ----------------------------------------------------------------------
+
+
+class Watcher(threading.Thread):
+    """Reads the watch stream into a queue; reconnects after the daemon goes away.
+
+    Puts ("connected", None) once subscribed, ("event", e) per event and
+    ("lost", message) when the stream ends or cannot be opened."""
+
+    def __init__(self, path: Path, out: queue.Queue[tuple[str, Any]]):
+        super().__init__(name="syncctl-top-watch", daemon=True)
+        self.path = path
+        self.out = out
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with Client(self.path, connect_timeout=2.0, timeout=None) as c:
+                    events = c.open_stream("watch", {}, idle=0.5)
+                    self.out.put(("connected", None))
+                    for event in events:
+                        if self.stopping.is_set():
+                            return
+                        if event is not None:
+                            self.out.put(("event", event))
+                self.out.put(("lost", "the daemon ended the event stream"))
+            except (DaemonUnreachable, DaemonError, OSError) as exc:
+                self.out.put(("lost", str(exc)))
+            self.stopping.wait(RECONNECT_PAUSE)
+
+
+class Dashboard:
+    """The loop's state: the model, what is due to be fetched, and the one request client."""
+
+    def __init__(self, path: Path, origin: str | None, interval: float):
+        self.path = path
+        self.origin = origin
+        self.interval = interval
+        self.model = Model()
+        self.client = Client(path, connect_timeout=2.0, timeout=5.0, origin=origin)
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.watcher = Watcher(path, self.inbox)
+        self.dirty: set[str] = set()
+        self.last_fetch = 0.0
+        self.next_tick = 0.0
+        self.next_fires = 0.0
+        self.retry_at = 0.0
+
+    def say(self, text: str) -> None:
+        """A one-line message under the header, shown for MESSAGE_SECONDS."""
+        self.model.message = text
+        self.model.message_until = time.monotonic() + MESSAGE_SECONDS
+
+    def call(self, op: str, **args: Any) -> Any:
+        return self.client.call(op, **args)
+
+    def lost(self, why: str, *, retry: bool = True) -> None:
+        """The daemon did not answer. retry: refetch everything in RECONNECT_PAUSE (a failed
+        request); the watcher's own loss waits for it to subscribe again instead."""
+        self.model.connected = False
+        self.model.problem = f"reconnecting: {why}"
+        self.client.close()
+        if retry:
+            self.dirty.add("all")
+            self.retry_at = time.monotonic() + RECONNECT_PAUSE
+        else:
+            self.dirty.discard("all")
+
+    def full_refresh(self) -> None:
+        m = self.model
+        mono = time.monotonic()
+        m.apply_ping(self.call("ping"), mono)
+        m.apply_status(self.call("status", verbose=True))
+        m.apply_queue(self.call("list", status=["queued"], limit=QUEUE_ROWS, explain=True))
+        m.apply_failures(self.call("history", status=["failed"], limit=FAILURES_KEPT))
+        m.apply_schedules(self.call("schedules"))
+        m.connected, m.problem = True, ""
+        self.dirty.clear()
+        self.next_tick = mono + self.interval
+        self.next_fires = mono + FIRES_REFRESH
+
+    def drain(self) -> None:
+        """Apply every event waiting; connection changes trigger a full refresh."""
+        while True:
+            try:
+                kind, value = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "connected":
+                self.dirty.add("all")
+            elif kind == "lost":
+                self.lost(str(value), retry=False)
+            elif self.model.connected:
+                self.dirty |= self.model.apply_event(value)
+
+    def fetch_due(self, mono: float) -> None:
+        m = self.model
+        if "all" in self.dirty:
+            if mono >= self.retry_at:
+                self.full_refresh()
+            return
+        if not m.connected:
+            return
+        if mono >= self.next_tick:
+            self.next_tick = mono + self.interval
+            m.apply_ping(self.call("ping"), mono)
+            if m.apply_status(self.call("status", verbose=True)):
+                self.dirty.add("queue")
+            self.dirty.discard("status")
+        first_fire = render.parse_time(m.fires[0]["next_fire"]) if m.fires else None
+        if mono >= self.next_fires or (first_fire and first_fire <= datetime.now(timezone.utc)):
+            self.dirty.add("fires")
+        if not self.dirty or mono - self.last_fetch < MIN_FETCH_GAP:
+            return
+        self.last_fetch = mono
+        if "status" in self.dirty:
+            m.apply_status(self.call("status"))
+        if "queue" in self.dirty:
+            m.apply_queue(self.call("list", status=["queued"], limit=QUEUE_ROWS, explain=True))
+        if "fires" in self.dirty:
+            m.apply_schedules(self.call("schedules"))
+            self.next_fires = mono + FIRES_REFRESH
+        self.dirty.clear()
+
+    def key(self, ch: int) -> bool:
+        """One key press; False to quit."""
+        m = self.model
+        if m.prompt is not None:
+            action, task_id = m.prompt
+            m.prompt = None
+            if ch in (ord("y"), ord("Y")):
+                r = self.call("cancel", ids=[task_id])
+                self.say(render.cancel_text(r) or f"task {task_id} not cancelled")
+                self.dirty.add("queue")
+            else:
+                self.say(f"{action} of task {task_id} aborted")
+            return True
+        if ch in (ord("q"), ord("Q")):
+            return False
+        if ch in (curses.KEY_UP, ord("k")):
+            m.move(-1)
+        elif ch in (curses.KEY_DOWN, ord("j")):
+            m.move(1)
+        elif ch == ord("c"):
+            row = m.selected_row()
+            if row is None:
+                self.say("no task selected")
+            else:
+                m.selected = row["id"]
+                m.prompt = ("cancel", row["id"])
+        elif ch in (ord("+"), ord("-")):
+            self.reprioritize(-1 if ch == ord("+") else 1)
+        elif ch == ord("p"):
+            r = self.call("resume" if m.paused else "pause")
+            m.paused = bool(r.get("paused"))
+            self.say("dispatching paused" if m.paused else "dispatching resumed")
+        return True
+
+    def reprioritize(self, step: int) -> None:
+        """+ makes the selected queued task more urgent (lower number), - less urgent."""
+        m = self.model
+        row = m.selected_row()
+        if row is None or row.get("status") != "queued":
+            self.say("select a queued task to change its priority")
+            return
+        new = max(0, min(9, int(row.get("priority") or 0) + step))
+        r = self.call("set_priority", id=row["id"], priority=new)
+        m.selected = row["id"]
+        self.say(f"task {row['id']}: priority {r['task']['priority']}")
+        self.dirty.add("queue")  # set_priority sends no event: fetch the new order now
+
+
+# -- curses -------------------------------------------------------------------------------------
+
+
+def _styles(color: bool) -> dict[str, int]:
+    styles = {
+        "": curses.A_NORMAL,
+        "bold": curses.A_BOLD,
+        "dim": curses.A_DIM,
+        "sel": curses.A_REVERSE,
+        "ok": curses.A_BOLD,
+        "warn": curses.A_BOLD,
+        "bad": curses.A_BOLD,
+    }
+    if color and curses.has_colors():
+        try:
+            curses.start_color()
+            curses.use_default_colors()
+            background = -1
+        except curses.error:
+            background = curses.COLOR_BLACK
+        for n, (name, fg) in enumerate(
+            [("ok", curses.COLOR_GREEN), ("warn", curses.COLOR_YELLOW), ("bad", curses.COLOR_RED)],
+            start=1,
+        ):
+            curses.init_pair(n, fg, background)
+            styles[name] = curses.color_pair(n) | curses.A_BOLD
+    return styles
+
+
+def draw(win: Any, lines: list[Line], styles: dict[str, int]) -> None:
+    height, width = win.getmaxyx()
+    win.erase()
+    for y, line in enumerate(lines[:height]):
+        x = 0
+        for text, style in line:
+            # The bottom-right cell cannot be written without scrolling: stop one short.
+            room = width - x - (1 if y == height - 1 else 0)
+            if room <= 0:
+                break
+            chunk = text[:room]
+            with contextlib.suppress(curses.error):
+                win.addstr(y, x, chunk, styles.get(style, curses.A_NORMAL))
+            x += len(chunk)
+    win.refresh()
+
+
+def loop(win: Any, dash: Dashboard, color: bool) -> int:
+    curses.curs_set(0)
+    win.keypad(True)
+    win.timeout(100)
+    styles = _styles(color)
+    dash.watcher.start()
+    while True:
+        dash.drain()
+        try:
+            dash.fetch_due(time.monotonic())
+        except (DaemonUnreachable, OSError) as exc:
+            dash.lost(str(exc))
+        except DaemonError as exc:
+            dash.say(f"error: {exc.code}: {exc.message}")
+        height, width = win.getmaxyx()
+        now = datetime.now(timezone.utc)
+        draw(win, screen(dash.model, width, height, time.monotonic(), now), styles)
+        ch = win.getch()
+        if ch == -1:
+            continue
+        if ch == curses.KEY_RESIZE:
+            curses.update_lines_cols()
+            continue
+        try:
+            if not dash.key(ch):
+                return 0
+        except (DaemonUnreachable, OSError) as exc:
+            dash.lost(str(exc))
+        except DaemonError as exc:
+            dash.say(f"error: {exc.code}: {exc.message}")
+
+
+def run_top(path: Path, origin: str | None, *, color: bool, interval: float = 2.0) -> int:
+    """Run the dashboard until `q` (0) or Ctrl-C (130); the terminal is always restored."""
+    dash = Dashboard(path, origin, interval)
+    try:
+        code: int = curses.wrapper(loop, dash, color)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        dash.watcher.stopping.set()
+        dash.client.close()
