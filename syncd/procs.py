@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,15 +61,68 @@ def proc_starttime(pid: int) -> int | None:
         return None
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids whose process group is `pgid`, zombies excluded (they hold nothing but a pid)."""
+def _read_int(path: str, prefix: bytes = b"") -> int | None:
+    """The integer after `prefix` at the start of a line of a small /proc file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    for line in raw.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix) :])
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class PidWindow:
+    """Where the pids of a process's group can be: a member is the process itself or was
+    created after it, and Linux hands out pids cyclically, so every member's pid lies in
+    (first, ns_last_pid] taken cyclically, unless the allocator has come round since.
+    The kernel's fork counter tells: with fewer forks since than half of pid_max it cannot
+    have. This lets a task's exit look at the few pids created during it instead of every
+    process of the machine; otherwise (or when /proc cannot say) everything is scanned."""
+
+    first: int
+    forks_at_start: int | None
+
+    @classmethod
+    def starting_at(cls, pid: int) -> PidWindow:
+        return cls(pid, _read_int(f"{_PROC}/stat", b"processes "))
+
+    def accepts(self) -> Callable[[int], bool] | None:
+        """A test for "allocated at or after `first`", or None when only a full scan is safe."""
+        pid_max = _read_int(f"{_PROC}/sys/kernel/pid_max")
+        last = _read_int(f"{_PROC}/sys/kernel/ns_last_pid")
+        forks = _read_int(f"{_PROC}/stat", b"processes ")
+        if None in (pid_max, last, forks, self.forks_at_start):
+            return None
+        assert pid_max is not None and last is not None and forks is not None
+        if forks - (self.forks_at_start or 0) >= pid_max // 2:
+            return None
+        first = self.first
+        if last >= first:
+            return lambda pid: first <= pid <= last
+        return lambda pid: pid >= first or pid <= last  # wrapped once
+
+
+def group_members(pgid: int, window: PidWindow | None = None) -> list[int]:
+    """Pids whose process group is `pgid`, zombies excluded (they hold nothing but a pid).
+
+    With a `window`, only pids it accepts are read (see PidWindow)."""
     members: list[int] = []
     try:
         entries = os.listdir(_PROC)
     except OSError:
         return members
+    accepts = window.accepts() if window is not None else None
     for name in entries:
         if not name.isdigit():
+            continue
+        if accepts is not None and not accepts(int(name)):
             continue
         fields = _stat_fields(int(name))
         if fields is None or len(fields) < 3 or fields[0] in ("Z", "X"):

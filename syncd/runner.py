@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from syncd.procs import (
+    PidWindow,
     ProcIdentity,
     TreeSample,
     TreeSampler,
@@ -181,6 +182,7 @@ class Child:
         self.task_id = req.task_id
         self.pid = proc.pid
         self.identity = ProcIdentity.of(proc.pid)  # unreaped, so /proc/<pid> still exists
+        self._window = PidWindow.starting_at(proc.pid)
         self.log = tasklog
         self._proc = proc
         self._out = proc.stdout
@@ -297,7 +299,7 @@ class Child:
     def _stop_leftovers(self) -> None:
         """The leader exited (still unreaped): stop the rest of its group, honouring the
         grace of a terminate() in progress."""
-        if not [p for p in group_members(self.pid) if p != self.pid]:
+        if not [p for p in group_members(self.pid, self._window) if p != self.pid]:
             return
         log.info("task %d: leader exited; stopping the rest of group %d", self.task_id, self.pid)
         signal_tree(self.pid, signal.SIGTERM, True, [])

@@ -158,14 +158,16 @@ class Store(StoreBase):
         return None if row is None else row_task(row)
 
     def set_running_fields(self, task_id: int, **fields: Any) -> Task | None:
-        """Record facts about a running task (pid, process identity, ...); None if not running."""
+        """Record facts about a running task (pid, process identity, ...); None if not running.
+
+        Not fsynced: they identify a process of this boot, and a power loss ends the boot."""
         unknown = set(fields) - _SETTABLE
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a running task")
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._write("update") as conn:
+        with self._write("update", this_boot_only=True) as conn:
             row = conn.execute(
                 f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running' {RETURNING}",
                 (*fields.values(), task_id),
@@ -235,7 +237,7 @@ class Store(StoreBase):
         """One transaction per monitor tick, whatever the number of running tasks."""
         if not beats:
             return
-        with self._write("heartbeat") as conn:
+        with self._write("heartbeat", this_boot_only=True) as conn:
             conn.executemany(
                 "UPDATE tasks SET last_heartbeat = ?, progress = coalesce(?, progress)"
                 " WHERE id = ? AND status = 'running'",

@@ -100,10 +100,16 @@ class StoreBase:
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written."""
+    def _write(self, what: str, *, this_boot_only: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written.
+
+        `this_boot_only`: facts that mean nothing after a power loss (a pid, a heartbeat)
+        commit without the fsync (synchronous=NORMAL): they survive a crash of the daemon,
+        and the next FULL commit syncs them with it, as WAL frames are written in order."""
         with self._lock:
             conn = self._conn
+            if this_boot_only:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -116,6 +122,9 @@ class StoreBase:
                         log.warning("store %s: %s", self.path, mapped.message)
                         raise mapped from exc
                 raise
+            finally:
+                if this_boot_only:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:

@@ -16,6 +16,7 @@ import pytest
 
 from syncd import procs
 from syncd.procs import (
+    PidWindow,
     ProcIdentity,
     TreeSampler,
     boot_id,
@@ -271,3 +272,74 @@ time.sleep(60)
     assert escaped in {p.pid for p in sampler.descendants()}
     os.kill(escaped, signal.SIGKILL)
     wait_until(lambda: escaped not in {p.pid for p in sampler.descendants()}, what="forget")
+
+
+# -- the pid window of a task's exit scan ------------------------------------------------------
+
+
+def fake_proc(tmp_path: Path, pid_max: int, last: int, forks: int, stats: dict[int, int]) -> Path:
+    """A /proc with pid_max, ns_last_pid, the fork counter and one stat per pid (its pgid)."""
+    (tmp_path / "sys/kernel").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "sys/kernel/pid_max").write_text(f"{pid_max}\n")
+    (tmp_path / "sys/kernel/ns_last_pid").write_text(f"{last}\n")
+    (tmp_path / "stat").write_text(f"cpu  1 2 3\nctxt 5\nprocesses {forks}\nprocs_running 1\n")
+    for pid, pgid in stats.items():
+        (tmp_path / str(pid)).mkdir(exist_ok=True)
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (x) S 1 {pgid} {pgid} 0\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "stats", "members"),
+    [
+        # Pid 400 claims group 500 too, but a pid below the leader's was allocated before
+        # it and cannot be a member: the window never reads it (a full scan would).
+        (500, 800, {400: 500, 500: 500, 700: 500, 750: 9}, [500, 700]),
+        # Wrapped once: the window spans the end of the pid space and its start.
+        (32000, 350, {31000: 32000, 32000: 32000, 32700: 32000, 320: 32000}, [320, 32000, 32700]),
+    ],
+)
+def test_window_reads_only_pids_created_since_the_leader(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first: int,
+    last: int,
+    stats: dict[int, int],
+    members: list[int],
+) -> None:
+    monkeypatch.setattr(procs, "_PROC", fake_proc(tmp_path, 32768, first, 1000, {}))
+    window = PidWindow.starting_at(first)
+    fake_proc(tmp_path, 32768, last, 1100, stats)
+    assert window.forks_at_start == 1000
+    assert sorted(group_members(first, window)) == members
+    assert sorted(group_members(first)) == sorted(p for p, g in stats.items() if g == first)
+
+
+def test_window_falls_back_to_a_full_scan_when_pids_may_have_come_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procs, "_PROC", fake_proc(tmp_path, 32768, 800, 1000, {}))
+    window = PidWindow.starting_at(500)
+    # 16384 forks since: the allocator may have gone all the way round; 400 may be a member.
+    fake_proc(tmp_path, 32768, 800, 1000 + 16384, {400: 500, 500: 500})
+    assert sorted(group_members(500, window)) == [400, 500]
+    (tmp_path / "sys/kernel/ns_last_pid").unlink()  # /proc cannot say: scan everything
+    fake_proc_stat_only = PidWindow(500, 1000)
+    assert sorted(group_members(500, fake_proc_stat_only)) == [400, 500]
+
+
+def test_window_finds_a_real_grandchild(spawned: list[subprocess.Popen[bytes]]) -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(kid.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [PY, "-c", code], start_new_session=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    spawned.append(proc)
+    window = PidWindow.starting_at(proc.pid)
+    assert proc.stdout is not None
+    kid = int(proc.stdout.readline())
+    assert sorted(group_members(proc.pid, window)) == sorted([proc.pid, kid])

@@ -913,3 +913,51 @@ def test_performance_smoke_at_100k_queued(tmp_path: Path) -> None:
         assert "tasks_follow_up" in follow_up and "SCAN tasks" not in follow_up
     finally:
         s.close()
+
+
+def traced(store: Store, action: Callable[[], Any]) -> list[str]:
+    """The SQL statements `action` ran on the store's connection, in order."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        action()
+    finally:
+        store._conn.set_trace_callback(None)
+    return [s.split("\n")[0] for s in seen]
+
+
+def sync_level(store: Store) -> int:
+    return int(store._read("PRAGMA synchronous")[0][0])
+
+
+def test_pid_and_heartbeat_commit_without_fsync_and_restore_full(store: Store) -> None:
+    """A pid and a heartbeat mean nothing after a power loss, so they skip the fsync; every
+    other write keeps synchronous=FULL (2)."""
+    task = running(store, new())
+    for action in (
+        lambda: store.set_running_fields(task.id, pid=123, proc_starttime=9, boot_id="b"),
+        lambda: store.heartbeat([(task.id, at(5), "half")]),
+    ):
+        sql = traced(store, action)
+        begin, commit = sql.index("BEGIN IMMEDIATE"), sql.index("COMMIT")
+        assert sql.index("PRAGMA synchronous = NORMAL") < begin < commit
+        assert sql.index("PRAGMA synchronous = FULL") > commit
+        assert sync_level(store) == 2
+    done_sql = traced(
+        store,
+        lambda: store.finish(task.id, Status.COMPLETED, finished_at=at(9), exit_code=0, error=None),
+    )
+    assert not [s for s in done_sql if "synchronous" in s] and "COMMIT" in done_sql
+    got = store.get(task.id)
+    assert got is not None and (got.pid, got.status) == (123, Status.COMPLETED)
+
+
+def test_a_failed_no_fsync_write_still_restores_full(store: Store) -> None:
+    with pytest.raises(ValueError), store._write("x", this_boot_only=True):
+        assert sync_level_unlocked(store) == 1
+        raise ValueError("boom")
+    assert sync_level(store) == 2
+
+
+def sync_level_unlocked(store: Store) -> int:
+    return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
