@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 RECENT_RUNS = 20
 LOOK_AHEAD = 200
-REASONS = ("none", "paused", "not_before", "route_running", "source_limit", "pool_full")
 
 RouteKey = tuple[str, str]
 
@@ -127,16 +126,12 @@ class Durations:
     def __call__(self, source: str, route: str) -> float | None:
         key = (source, route)
         if key not in self._cache:
-            self._cache[key] = median_duration(self._d, source, route)
+            runs = self._d.store.recent_durations(source, route, RECENT_RUNS)
+            self._cache[key] = statistics.median(runs) if runs else None
         return self._cache[key]
 
     def known(self) -> list[float]:
         return [v for v in self._cache.values() if v is not None]
-
-
-def median_duration(d: Daemon, source: str, route: str) -> float | None:
-    runs = d.store.recent_durations(source, route, RECENT_RUNS)
-    return statistics.median(runs) if runs else None
 
 
 def remaining(snap: Snapshot, durations: Durations, tasks: Iterable[Task]) -> list[float]:

@@ -415,12 +415,12 @@ def run_seconds(t: Row) -> float | None:
     return max(0.0, (end - start).total_seconds()) if start and end else None
 
 
-def nearest_rank(values: Sequence[float], p: float) -> float | None:
+def nearest_rank(values: Sequence[float], p: int) -> float | None:
     """The p-th percentile by the nearest-rank rule (an observed value, never interpolated)."""
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, -(-int(p * len(ordered) * 1000) // 100000))  # ceil(p/100 * n), exact
+    rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n) in integers
     return ordered[min(rank, len(ordered)) - 1]
 
 
@@ -465,14 +465,10 @@ def summary_table(summary: Sequence[Row]) -> str:
     return table(["ROUTE", "RUNS", "FAILED", "P50", "P95", "LAST SUCCESS"], rows)
 
 
-def route_rule(task: Row) -> str:
-    """exact when the sync type has its own route, else the source's fallback route."""
-    return "exact" if task.get("route") == task.get("sync_type") else "fallback"
-
-
 def task_show(task: Row) -> str:
-    """`show`: every field (task_detail), the route line saying which rule chose it."""
+    """`show`: every field (task_detail), the route line saying which rule chose it: the
+    stored sync type is normalised, so it names its own route exactly when they are equal."""
     lines = task_detail(task).splitlines()
-    rule = route_rule(task)
-    why = "exact" if rule == "exact" else f"fallback: no route for {task.get('sync_type')!r}"
+    exact = task.get("route") == task.get("sync_type")
+    why = "exact" if exact else f"fallback: no route for {task.get('sync_type')!r}"
     return "\n".join(f"{line} ({why})" if line.split()[:1] == ["route"] else line for line in lines)
