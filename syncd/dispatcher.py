@@ -220,18 +220,25 @@ class Dispatcher:
 
     def tick(self) -> list[int]:
         """Start queued tasks while slots are free; returns the ids started."""
-        started: list[int] = []
         with self.cond:
-            if self.paused or self.stopping:
-                return started
-            limit = self.max_workers
-            while len(self.running) < limit:
-                task = self._next_candidate()
-                if task is None:
-                    break
-                if self._start(task):
-                    started.append(task.id)
-        return started
+            claimed = self._claim_free_slots()
+            for rt in claimed:
+                self._launch(rt)
+        return [rt.task.id for rt in claimed]
+
+    def _claim_free_slots(self) -> list[RunningTask]:
+        """Claim queued tasks while slots are free (caller holds `cond`); no thread yet."""
+        claimed: list[RunningTask] = []
+        if self.paused or self.stopping:
+            return claimed
+        while len(self.running) < self.max_workers:
+            task = self._next_candidate()
+            if task is None:
+                break
+            rt = self._start(task)
+            if rt is not None:
+                claimed.append(rt)
+        return claimed
 
     def _next_candidate(self) -> Task | None:
         per_source: dict[str, int] = {}
@@ -247,11 +254,12 @@ class Dispatcher:
             iso(self.clock.now()), exclude_sources=full_sources, exclude_routes=busy_routes
         )
 
-    def _start(self, task: Task) -> bool:
+    def _start(self, task: Task) -> RunningTask | None:
+        """Claim the task (queued -> running, committed) and give it a slot."""
         now = self.clock.now()
         claimed = self.store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=iso(now))
         if claimed is None:
-            return False
+            return None
         failpoint("after_claim")  # crash tests: a task whose start kills the daemon
         route = self.routes.route(claimed.source, claimed.route)
         mono = self.clock.monotonic()
@@ -261,10 +269,12 @@ class Dispatcher:
             "task %d started: %s.%s (%s)", task.id, claimed.source, claimed.route, claimed.trigger
         )
         self._task_event(claimed, wake=False)  # the caller of tick() is the one awake
-        rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{task.id}")
+        return rt
+
+    def _launch(self, rt: RunningTask) -> None:
+        rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
         rt.thread.daemon = True
         rt.thread.start()
-        return True
 
     def next_deadline(self) -> float | None:
         """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
@@ -278,13 +288,33 @@ class Dispatcher:
         return max(0.0, (when - self.clock.now()).total_seconds())
 
     # -- one task ---------------------------------------------------------------------------
-    def _work(self, rt: RunningTask) -> None:
-        task = rt.task
-        try:
-            self._run_child(rt)
-        except Exception:  # a bug must not leave the row running and the slot taken
-            log.exception("task %d: internal error in its worker", task.id)
-            self._finish(rt, Status.FAILED, None, "internal error in syncd (see daemon log)")
+    def _work(self, first: RunningTask) -> None:
+        """Run a task, then, while queued tasks fit in the slot it freed, the next one in
+        this same thread: the slot-free -> next-start gap is one query and one commit, with
+        no wake-up of the loop thread and no thread to start."""
+        rt: RunningTask | None = first
+        while rt is not None:
+            me = threading.current_thread()
+            me.name, rt.thread = f"task-{rt.task.id}", me
+            try:
+                self._run_child(rt)
+            except Exception:  # a bug must not leave the row running and the slot taken
+                log.exception("task %d: internal error in its worker", rt.task.id)
+                self._finish(rt, Status.FAILED, None, "internal error in syncd (see daemon log)")
+            rt = self._take_next(rt.task.id)
+
+    def _take_next(self, finished_id: int) -> RunningTask | None:
+        """Fill the free slots: this thread keeps one task, the others get threads."""
+        with self.cond:
+            try:
+                claimed = self._claim_free_slots()
+            except Exception as exc:  # e.g. the database is busy: the loop retries
+                log.warning("dispatch after task %d finished: %s", finished_id, exc)
+                self.cond.notify_all()
+                return None
+            for other in claimed[1:]:
+                self._launch(other)
+            return claimed[0] if claimed else None
 
     def _run_child(self, rt: RunningTask) -> None:
         task = rt.task
@@ -409,16 +439,8 @@ class Dispatcher:
             self._task_event(done, wake=False)
         if follow is not None:
             self._task_event(follow, wake=False)
-        with self.cond:
-            # Fill the freed slot from this thread: the slot-free -> next-start gap is then
-            # one query and one commit, not a wake-up of the loop thread first. The loop
-            # only needs waking for a new deadline (a retry's not_before) or a failure.
-            try:
-                self.tick()
-            except Exception as exc:  # e.g. the database is busy: the loop retries
-                log.warning("dispatch after task %d finished: %s", task.id, exc)
-                self.cond.notify_all()
-            if follow is not None:
+        if follow is not None:  # a new deadline (a retry's not_before) for the loop
+            with self.cond:
                 self.cond.notify_all()
 
     def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:

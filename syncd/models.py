@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -92,9 +92,12 @@ class Task:
     internal: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The task object of the protocol: exactly the fields of SPEC 5.1."""
-        out = asdict(self)
-        out.pop("internal")
+        """The task object of the protocol: exactly the fields of SPEC 5.1. Built by hand:
+        `asdict` deep-copies recursively, and this runs for every task of every reply and
+        event. argv and params are copied one level, which is all they have."""
+        out = {name: getattr(self, name) for name in TASK_FIELDS}
+        out["argv"] = list(self.argv)
+        out["params"] = dict(self.params)
         out["status"] = self.status.value
         return out
 

@@ -202,11 +202,8 @@ class Child:
         self._pump = threading.Thread(
             target=self._run_pump, name=f"task-{self.task_id}-pump", daemon=True
         )
-        self._reaper = threading.Thread(
-            target=self._run_reaper, name=f"task-{self.task_id}-reaper", daemon=True
-        )
+        self._reaping = False  # someone runs _run_reaper: the first wait() or a thread
         self._pump.start()
-        self._reaper.start()
 
     @classmethod
     def start(cls, req: SpawnRequest) -> Child:
@@ -244,7 +241,15 @@ class Child:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit status once the leader exited, the rest of its group was stopped and the
-        output drained (negative: killed by that signal); None if `timeout` passed first."""
+        output drained (negative: killed by that signal); None if `timeout` passed first.
+
+        The first wait() without a timeout supervises the exit in the caller's thread (the
+        dispatcher's worker waits anyway: one thread fewer to start per task); otherwise a
+        reaper thread does it."""
+        if timeout is None and self._claim_reaping():
+            self._run_reaper()
+        else:
+            self._start_reaper()
         if self._done.wait(timeout):
             return self._returncode
         return None
@@ -252,7 +257,18 @@ class Child:
     @property
     def exited(self) -> bool:
         """True once `wait()` would return without blocking."""
+        self._start_reaper()
         return self._done.is_set()
+
+    def _claim_reaping(self) -> bool:
+        with self._lock:
+            claimed, self._reaping = not self._reaping, True
+        return claimed
+
+    def _start_reaper(self) -> None:
+        if self._claim_reaping():
+            name = f"task-{self.task_id}-reaper"
+            threading.Thread(target=self._run_reaper, name=name, daemon=True).start()
 
     def sample(self) -> TreeSample:
         return self._sampler.sample()

@@ -961,3 +961,13 @@ def test_a_failed_no_fsync_write_still_restores_full(store: Store) -> None:
 
 def sync_level_unlocked(store: Store) -> int:
     return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_task_to_dict_is_the_protocol_object_and_a_copy(store: Store) -> None:
+    task = queued(store, new(params={"since": "2025-01-01"}))[0]
+    out = task.to_dict()
+    assert list(out) == list(TASK_FIELDS) and "internal" not in out
+    assert out["status"] == "queued" and isinstance(out["status"], str)
+    out["argv"].append("--evil")
+    out["params"]["full"] = True
+    assert "--evil" not in task.argv and task.params == {"since": "2025-01-01"}
