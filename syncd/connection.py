@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECV_CHUNK = 64 * 1024
+SUBMIT_GROUP_MAX = 256  # pipelined submits committed together (one fsync for all)
 WRITE_HIGH_WATER = 256 * 1024  # per-client kernel send buffer (Linux doubles SO_SNDBUF)
 
 
@@ -41,6 +42,9 @@ class Stream(Protocol):
 class RequestHandler(Protocol):
     def handle(self, request: Request, peer: Peer) -> Any:
         """A JSON-able result or a Stream; raises SyncdError for errors a client should see."""
+
+    def handle_submits(self, requests: list[Request], peer: Peer) -> list[Any]:
+        """Pipelined `submit`s in one commit: per request its result or its SyncdError."""
 
 
 def is_stream(result: Any) -> bool:
@@ -121,7 +125,7 @@ class Connection:
                 if len(line) > srv.max_line:
                     self._too_long()
                     return
-                if not self._handle_line(line):
+                if not self._handle_line(line, buf):
                     return
                 last = time.monotonic()
                 first_byte = last if buf else None
@@ -178,8 +182,9 @@ class Connection:
         self._send(encode(error_reply(None, ErrorCode.BAD_REQUEST, message)))
 
     # -- answering ----------------------------------------------------------------------------
-    def _handle_line(self, line: bytes) -> bool:
-        """Answer one line; False when the connection should close."""
+    def _handle_line(self, line: bytes, pending: bytearray) -> bool:
+        """Answer one line (and the submits pipelined behind it, as one group commit);
+        False when the connection should close."""
         if not line.strip():
             return True
         try:
@@ -205,6 +210,8 @@ class Connection:
                 )
                 return self._send(encode(error_reply(request.id, ErrorCode.FORBIDDEN, message)))
             log.info("%s by %s (uid %d, pid %d)", request.op, peer.user, peer.uid, peer.pid)
+        if request.op == "submit" and b"\n" in pending:
+            return self._submit_group(request, pending)
         try:
             result = srv.handler.handle(request, peer)
         except SyncdError as exc:
@@ -217,6 +224,43 @@ class Connection:
         if is_stream(result):
             return self._stream(request, result)
         return self._send(self._encode(ok_reply(request.id, result), request)[0])
+
+    def _submit_group(self, first: Request, pending: bytearray) -> bool:
+        """`first` and the complete submit lines right behind it, committed together and
+        answered in order: a client that pipelines pays one fsync per group, not per task,
+        and each reply still goes out only after its commit. The first line that is not a
+        well-formed submit ends the group and is answered the usual way."""
+        group = [first]
+        peer = self.peer
+        while len(group) < SUBMIT_GROUP_MAX:
+            nl = pending.find(b"\n")
+            if nl < 0 or nl > self.server.max_line:
+                break
+            try:
+                request = parse_request(bytes(pending[:nl]))
+            except ProtocolError:
+                break
+            if request.op != "submit":
+                break
+            del pending[: nl + 1]
+            group.append(request)
+        if len(group) > 1:  # the first one was logged as usual; each task gets its own line
+            log.info("%d more pipelined submits by %s", len(group) - 1, peer.user)
+        try:
+            results = self.server.handler.handle_submits(group, peer)
+        except Exception:
+            log.exception("a group of %d submits failed (from %s)", len(group), peer.user)
+            return self._send(b"".join(encode(_internal(r.id)) for r in group))
+        out = []
+        for request, result in zip(group, results, strict=True):
+            if isinstance(result, SyncdError):
+                log.info("submit from %s refused: %s: %s", peer.user, result.code.value,
+                         result.message)  # fmt: skip
+                out.append(encode(error_reply(request.id, result.code, result.message,
+                                              result.details)))  # fmt: skip
+            else:
+                out.append(self._encode(ok_reply(request.id, result), request)[0])
+        return self._send(b"".join(out))
 
     def _stream(self, request: Request, stream: Stream) -> bool:
         try:

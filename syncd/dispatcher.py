@@ -148,15 +148,19 @@ class Dispatcher:
         )
 
     def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
-        task, coalesced = self.store.enqueue(new, allow_duplicate=allow_duplicate)
-        if coalesced:
-            log.info("task %d coalesced: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
-        else:
-            log.info("task %d queued: %s.%s (%s)", task.id, task.source, task.route, new.trigger)
-        self._task_event(task, wake=False)
-        if not self.paused:  # paused: nothing for the loop to do (resume wakes it)
+        return self.submit_group([(new, allow_duplicate)])[0]
+
+    def submit_group(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
+        """Submits committed together (pipelined on one connection), each logged and
+        announced as its own; unlike submit_many, one event per task."""
+        results = self.store.enqueue_many(items)
+        for (new, _), (task, coalesced) in zip(items, results, strict=True):
+            what = "coalesced" if coalesced else "queued"
+            log.info("task %d %s: %s.%s (%s)", task.id, what, task.source, task.route, new.trigger)
+            self._task_event(task, wake=False)
+        if results and not self.paused:  # paused: nothing for the loop to do (resume wakes it)
             self.wake()
-        return task, coalesced
+        return results
 
     def submit_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
         results = self.store.enqueue_many(items)

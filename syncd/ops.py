@@ -59,6 +59,29 @@ class Ops:
     def handle(self, request: Request, peer: Peer) -> Any:
         return HANDLERS[request.op](self, request.args, peer)
 
+    def handle_submits(self, requests: list[Request], peer: Peer) -> list[Any]:
+        """Pipelined submits: each answered as `submit` would, all new rows in one commit.
+        A request that fails validation gets its own error; a failed commit, all of them."""
+        out: list[Any] = [None] * len(requests)
+        items, where = [], []
+        for i, request in enumerate(requests):
+            try:
+                new = _new_task(self, request.args, peer)
+            except SyncdError as exc:
+                out[i] = exc
+                continue
+            items.append((new, bool(request.args.get("allow_duplicate"))))
+            where.append(i)
+        try:
+            results = self.d.dispatcher.submit_group(items)
+        except SyncdError as exc:
+            for i in where:
+                out[i] = exc
+            return out
+        for i, (task, coalesced) in zip(where, results, strict=True):
+            out[i] = _submitted(task, coalesced)
+        return out
+
     # helpers ------------------------------------------------------------------------------
     def _task(self, task_id: int) -> Task:
         task = self.d.store.get(task_id)
@@ -181,6 +204,10 @@ def _submit(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     task, coalesced = self.d.dispatcher.submit(
         new, allow_duplicate=bool(args.get("allow_duplicate"))
     )
+    return _submitted(task, coalesced)
+
+
+def _submitted(task: Task, coalesced: bool) -> dict[str, Any]:
     return {"task": task.to_dict(), "coalesced": coalesced}
 
 

@@ -63,6 +63,7 @@ class FakeHandler:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.submits: list[dict[str, Any]] = []
+        self.groups: list[int] = []
         self.streams: list[FakeStream] = []
         self.release = threading.Event()
         self.next_stream: Callable[[], FakeStream] = lambda: FakeStream(3)
@@ -91,6 +92,17 @@ class FakeHandler:
             self.streams.append(stream)
             return stream
         return {"op": op}
+
+    def handle_submits(self, requests: list[Request], peer: Peer) -> list[Any]:
+        with self.lock:
+            self.groups.append(len(requests))
+        out: list[Any] = []
+        for request in requests:
+            try:
+                out.append(self.handle(request, peer))
+            except SyncdError as exc:
+                out.append(exc)
+        return out
 
 
 class Conn:
@@ -207,6 +219,29 @@ def test_pipelined_requests_are_answered_in_order(serve: Callable[..., Server]) 
     assert [r["ok"] for r in replies] == [True, False, True]
     assert replies[1]["error"]["code"] == "unknown_op"
     assert replies[2]["result"]["task"] == {"id": 1}
+
+
+def test_pipelined_submits_reach_the_handler_as_groups(
+    serve: Callable[..., Server], handler: FakeHandler
+) -> None:
+    """Complete submit lines already buffered behind a submit go to handle_submits together
+    (one commit); a line that is not a well-formed submit ends the group, in order."""
+    srv = serve()
+    c = Conn(srv.path)
+    submit = b'{"v":1,"id":%d,"op":"submit","args":{"source":"a"}}\n'
+    c.send(
+        b"".join(submit % i for i in range(1, 6))
+        + b'{"v":1,"id":6,"op":"ping"}\n'
+        + b'{"v":1,"id":7,"op":"submit","args":{"source":7}}\n'  # invalid: its own error
+        + b"".join(submit % i for i in range(8, 11))
+    )
+    replies = [c.reply() for _ in range(10)]
+    assert [r["id"] for r in replies] == list(range(1, 11))
+    assert [r["ok"] for r in replies] == [True] * 6 + [False] + [True] * 3
+    assert replies[6]["error"]["code"] == "invalid_args"
+    assert [r["result"]["task"]["id"] for r in replies[:5]] == [1, 2, 3, 4, 5]
+    assert [r["result"]["task"]["id"] for r in replies[7:]] == [6, 7, 8]
+    assert handler.groups and max(handler.groups) > 1 and sum(handler.groups) <= 8
 
 
 def test_errors_map_to_codes_and_hide_internals(

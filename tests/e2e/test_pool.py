@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -293,3 +294,35 @@ def test_status_json_keys(make_daemon):
         "paused",
     }
     assert status["state"] == "available"
+
+
+def test_pipelined_submits_are_answered_in_order_one_by_one(make_daemon):
+    """Submits sent back to back on one connection are committed as a group, yet each gets
+    the reply a lone submit would: its own id, its own error, coalescing with the others."""
+    d = make_daemon()
+    d.call("pause")
+    conn = d.conn()
+    lines = []
+    for i in range(20):
+        args: dict[str, Any] = {"source": "alpha", "sync_type": "a1", "allow_duplicate": True}
+        if i == 7:
+            args = {"source": "nope"}
+        if i in (10, 11):  # a twin pair: the second coalesces into the first
+            args = {"source": "alpha", "sync_type": "a2", "params": {"sleep": "0"}}
+        lines.append(json.dumps({"v": 1, "id": f"r{i}", "op": "submit", "args": args}))
+    lines.insert(15, json.dumps({"v": 1, "id": "p", "op": "ping", "args": {}}))
+    conn.send_raw(("\n".join(lines) + "\n").encode())
+    replies = [conn.read_reply() for _ in lines]
+    assert [r["id"] for r in replies] == [json.loads(line)["id"] for line in lines]
+    assert replies[7]["ok"] is False and replies[7]["error"]["code"] == "unknown_source"
+    assert replies[15]["result"]["pid"] == d.proc.pid
+    ok = [r["result"] for r in replies if r["ok"] and r["id"] != "p"]
+    assert len(ok) == 19
+    twin_a, twin_b = replies[10]["result"], replies[11]["result"]
+    assert (twin_a["coalesced"], twin_b["coalesced"]) == (False, True)
+    assert twin_a["task"]["id"] == twin_b["task"]["id"]
+    ids = {r["task"]["id"] for r in ok}
+    assert len(ids) == 18  # 17 distinct a1 tasks (allow_duplicate) and the one a2 task
+    listed = d.call("list", status=["queued"], limit=100)
+    assert {t["id"] for t in listed["tasks"]} == ids
+    conn.close()
