@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import curses
+import os
 import queue
 import threading
 import time
@@ -591,6 +592,11 @@ def loop(win: Any, dash: Dashboard, color: bool) -> int:
 def run_top(path: Path, origin: str | None, *, color: bool, interval: float = 2.0) -> int:
     """Run the dashboard until `q` (0) or Ctrl-C (130); the terminal is always restored."""
     dash = Dashboard(path, origin, interval)
+    # The terminal's real size, always: with LINES/COLUMNS in the environment (some shells
+    # and tools export them) ncurses keeps that size and never follows a resize, and
+    # use_env(False) only swaps them for terminfo's fixed size.
+    os.environ.pop("LINES", None)
+    os.environ.pop("COLUMNS", None)
     try:
         code: int = curses.wrapper(loop, dash, color)
         return code

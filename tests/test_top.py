@@ -169,6 +169,9 @@ class Tmux:
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-J", "-t", "top")
 
+    def resize(self, width: int, height: int) -> None:
+        self.run("resize-window", "-t", "top", "-x", str(width), "-y", str(height))
+
     def wait(self, predicate: Callable[[str], bool], what: str, timeout: float = 20) -> str:
         def check() -> str:
             screen = self.screen()
@@ -273,6 +276,39 @@ def test_ctrl_c_restores_the_terminal(
     screen = tmux.wait(lambda s: "EXIT=130" in s and "STTY-END" in s, "exit 130 and stty")
     settings = " ".join(screen.split())
     assert " echo " in f" {settings} " and " icanon " in f" {settings} "  # cooked mode again
+
+
+def test_resizing_the_terminal_redraws_at_the_new_size(
+    make_daemon: Callable[..., DaemonProc],  # noqa: F811
+    workdir: Path,  # noqa: F811
+    tmux: Tmux,
+) -> None:
+    d = make_daemon()
+    script = syncctl_script(workdir)
+    # LINES/COLUMNS exported, as some shells do: ncurses would pin the size to them.
+    tmux.start(
+        f"LINES=24 COLUMNS=80 NO_COLOR=1 {script} top --socket {d.socket}; echo EXIT=$?; sleep 60"
+    )
+    tmux.wait(lambda s: "AVAILABLE" in s, "the dashboard")
+
+    def footer_on(row: int, width: int) -> Callable[[str], bool]:
+        def check(screen: str) -> bool:
+            lines = screen.split("\n")
+            return (
+                len(lines) > row
+                and lines[row].startswith("arrows select")
+                and all(len(line) <= width for line in lines)
+            )
+
+        return check
+
+    tmux.wait(footer_on(23, 80), "the footer on row 24 of 80x24")
+    tmux.resize(120, 40)
+    tmux.wait(footer_on(39, 120), "the footer on row 40 after growing to 120x40")
+    tmux.resize(60, 15)
+    tmux.wait(footer_on(14, 60), "the footer on row 15 after shrinking to 60x15")
+    tmux.keys("q")
+    tmux.wait(lambda s: "EXIT=0" in s, "a clean exit")
 
 
 def test_unreachable_daemon_is_shown_not_a_crash(workdir: Path, tmux: Tmux) -> None:  # noqa: F811
