@@ -260,18 +260,21 @@ def test_top_in_a_real_terminal(
     assert "ACTIVE" not in screen  # the normal screen is back (curses left it)
 
 
+def start_top(tmux: Tmux, folder: Path, d: DaemonProc, env: str = "", after: str = "") -> None:
+    """`syncctl top` in the tmux session, without colour; then `after`, then a long sleep
+    so the pane stays readable. Returns once the dashboard is drawn."""
+    script = syncctl_script(folder)
+    then = f"{after}; " if after else ""
+    tmux.start(f"{env} NO_COLOR=1 {script} top --socket {d.socket}; echo EXIT=$?; {then}sleep 60")
+    tmux.wait(lambda s: "AVAILABLE" in s, "the dashboard")
+
+
 def test_ctrl_c_restores_the_terminal(
     make_daemon: Callable[..., DaemonProc],  # noqa: F811
     workdir: Path,  # noqa: F811
     tmux: Tmux,
 ) -> None:
-    d = make_daemon()
-    script = syncctl_script(workdir)
-    tmux.start(
-        f"NO_COLOR=1 {script} top --socket {d.socket};"
-        " echo EXIT=$?; stty -a; echo STTY-END; sleep 60"
-    )
-    tmux.wait(lambda s: "AVAILABLE" in s, "the dashboard")
+    start_top(tmux, workdir, make_daemon(), after="stty -a; echo STTY-END")
     tmux.keys("C-c")
     screen = tmux.wait(lambda s: "EXIT=130" in s and "STTY-END" in s, "exit 130 and stty")
     settings = " ".join(screen.split())
@@ -283,13 +286,8 @@ def test_resizing_the_terminal_redraws_at_the_new_size(
     workdir: Path,  # noqa: F811
     tmux: Tmux,
 ) -> None:
-    d = make_daemon()
-    script = syncctl_script(workdir)
     # LINES/COLUMNS exported, as some shells do: ncurses would pin the size to them.
-    tmux.start(
-        f"LINES=24 COLUMNS=80 NO_COLOR=1 {script} top --socket {d.socket}; echo EXIT=$?; sleep 60"
-    )
-    tmux.wait(lambda s: "AVAILABLE" in s, "the dashboard")
+    start_top(tmux, workdir, make_daemon(), env="LINES=24 COLUMNS=80")
 
     def footer_on(row: int, width: int) -> Callable[[str], bool]:
         def check(screen: str) -> bool:
