@@ -176,13 +176,16 @@ class Dispatcher:
             raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {unknown[0]}", {"unknown": unknown})
         cancelled: list[int] = []
         skipped: list[dict[str, Any]] = []
-        for task_id in ids:
-            if self.cancel_one(task_id):
-                cancelled.append(task_id)
-            else:
-                current = self.store.get(task_id)
-                assert current is not None
-                skipped.append({"id": task_id, "status": current.status.value})
+        # Under `cond` throughout: no slot is refilled until every id is handled, so a
+        # queued task named here cannot start in the slot of a running one killed here.
+        with self.cond:
+            for task_id in ids:
+                if self.cancel_one(task_id):
+                    cancelled.append(task_id)
+                else:
+                    current = self.store.get(task_id)
+                    assert current is not None
+                    skipped.append({"id": task_id, "status": current.status.value})
         return cancelled, skipped
 
     def cancel_one(self, task_id: int, reason: str = KILL_CANCEL) -> bool:
@@ -224,25 +227,37 @@ class Dispatcher:
 
     def tick(self) -> list[int]:
         """Start queued tasks while slots are free; returns the ids started."""
+        started: list[int] = []
         with self.cond:
-            claimed = self._claim_free_slots()
-            for rt in claimed:
-                self._launch(rt)
-        return [rt.task.id for rt in claimed]
+            self._fill_slots(started, keep=False)
+        return started
 
-    def _claim_free_slots(self) -> list[RunningTask]:
-        """Claim queued tasks while slots are free (caller holds `cond`); no thread yet."""
-        claimed: list[RunningTask] = []
+    def _fill_slots(self, started: list[int], *, keep: bool) -> RunningTask | None:
+        """Claim queued tasks while slots are free (caller holds `cond`), each on a thread of
+        its own; with `keep`, the first is returned to run in the caller's thread instead.
+        Every task claimed gets its thread even if a later claim fails: a claimed row with
+        no thread would hold its slot for ever."""
+        kept: RunningTask | None = None
         if self.paused or self.stopping:
-            return claimed
-        while len(self.running) < self.max_workers:
-            task = self._next_candidate()
-            if task is None:
-                break
-            rt = self._start(task)
-            if rt is not None:
-                claimed.append(rt)
-        return claimed
+            return None
+        try:
+            while len(self.running) < self.max_workers:
+                task = self._next_candidate()
+                if task is None:
+                    break
+                rt = self._start(task)
+                if rt is None:
+                    continue
+                started.append(rt.task.id)
+                if keep and kept is None:
+                    kept = rt
+                else:
+                    self._launch(rt)
+        except BaseException:
+            if kept is not None:
+                self._launch(kept)
+            raise
+        return kept
 
     def _next_candidate(self) -> Task | None:
         per_source: dict[str, int] = {}
@@ -311,14 +326,11 @@ class Dispatcher:
         """Fill the free slots: this thread keeps one task, the others get threads."""
         with self.cond:
             try:
-                claimed = self._claim_free_slots()
+                return self._fill_slots([], keep=True)
             except Exception as exc:  # e.g. the database is busy: the loop retries
                 log.warning("dispatch after task %d finished: %s", finished_id, exc)
                 self.cond.notify_all()
                 return None
-            for other in claimed[1:]:
-                self._launch(other)
-            return claimed[0] if claimed else None
 
     def _run_child(self, rt: RunningTask) -> None:
         task = rt.task

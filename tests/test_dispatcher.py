@@ -94,3 +94,91 @@ def test_stop_gives_up_a_failing_final_write_instead_of_hanging(
     row = d.store.get(task.id)
     assert row is not None and row.status is Status.RUNNING
     d.store.close()
+
+
+def make_two_slots(tmp_path: Path) -> Dispatcher:
+    """Two slots; routes ok and ok2 exit at once, slow takes a second."""
+    d = make(tmp_path)
+    cfg = loads_config(
+        f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+socket = "{tmp_path / "s.sock"}"
+max_workers = 2
+[defaults]
+allowed_params = []
+[sources.src.routes]
+ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
+ok2 = {{ argv = ["{sys.executable}", "-c", "pass"] }}
+slow = {{ argv = ["{sys.executable}", "-c", "import time; time.sleep(1)"] }}
+""",
+        base_dir=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+    )
+    d.update_config(RouteTable.from_config(cfg), cfg.daemon)
+    return d
+
+
+def completed(d: Dispatcher, task_id: int) -> bool:
+    task = d.store.get(task_id)
+    return task is not None and task.status is Status.COMPLETED
+
+
+@pytest.mark.parametrize("where", ["loop tick", "worker that just finished"])
+def test_a_claim_that_fails_midway_leaves_no_claimed_task_without_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Two slots free; the second claim raises (a busy database). The task claimed before
+    it must still run: a claimed row without a thread would hold its slot for ever. The
+    worker case matters most: it keeps the first claim for its own thread."""
+    d = make_two_slots(tmp_path)
+    if where == "worker that just finished":
+        slow = d.submit(d.new_task("src", "slow", None, None, "manual", "test"))[0]
+        assert d.tick() == [slow.id]  # alone; the two below are queued while it runs
+    first = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
+    second = d.submit(d.new_task("src", "ok2", None, None, "manual", "test"))[0]
+    real = d.store.transition
+    failed = []
+
+    def busy_once_on_second(task_id: int, *args: Any, **kwargs: Any) -> Any:
+        if task_id == second.id and not failed:
+            failed.append(task_id)
+            raise StoreError(ErrorCode.STORAGE_ERROR, "database is locked")
+        return real(task_id, *args, **kwargs)
+
+    monkeypatch.setattr(d.store, "transition", busy_once_on_second)
+    if where == "loop tick":
+        with pytest.raises(StoreError):
+            d.tick()
+    wait_until(lambda: completed(d, first.id))
+    assert failed == [second.id]
+    d.tick()  # the loop's retry (or the worker of `first` has taken it already)
+    wait_until(lambda: completed(d, second.id))
+    d.store.close()
+
+
+def test_cancelling_a_running_and_a_queued_task_never_starts_the_queued_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cancel A B` with A running and B next in the queue: A's slot frees while B is
+    still being cancelled; B must end cancelled without ever starting."""
+    d = make_two_slots(tmp_path)
+    d.set_max_workers(1)
+    a = d.submit(d.new_task("src", "slow", None, None, "manual", "test"))[0]
+    assert d.tick() == [a.id]
+    wait_until(lambda: a.id in d.running and d.running[a.id].child is not None)
+    b = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
+    real = d.store.cancel_queued
+
+    def slow_cancel(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)  # A is killed and gone by now: its slot is free
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(d.store, "cancel_queued", slow_cancel)
+    assert d.cancel([a.id, b.id]) == ([a.id, b.id], [])
+    wait_until(lambda: not d.running)
+    final_a, final_b = d.store.get(a.id), d.store.get(b.id)
+    assert final_a is not None and final_a.status is Status.CANCELLED
+    assert final_b is not None and final_b.status is Status.CANCELLED
+    assert final_b.started_at is None
+    d.store.close()
