@@ -128,16 +128,20 @@ def test_r3_r4_foreign_process_is_never_signalled(make_daemon, stranger, case):
 R5_ITERATIONS = int(os.environ.get("SYNCD_R5_ITERATIONS", "20"))
 
 
-def _burst(d: DaemonProc, round_no: int, acked: dict[int, str], stop: threading.Event) -> None:
-    """Up to 200 submits on one connection; record each acknowledged id."""
+R5_BURST_CAP = 5000
+
+
+def _burst(d: DaemonProc, round_no: int, acked: dict[int, str], cut_off: list[int]) -> None:
+    """Submit on one connection until the daemon dies under it; record each acknowledged id.
+
+    The burst is open-ended so the kill always lands inside it, however fast submits get
+    (a fixed-size burst finished before a timed kill on faster machines)."""
     try:
         conn = Conn(d.socket, timeout=10)
     except OSError:
         return
     try:
-        for k in range(200):
-            if stop.is_set():
-                return
+        for k in range(R5_BURST_CAP):
             tag = f"{round_no}-{k}"
             reply = conn.request(
                 "submit", source="alpha", sync_type="a1", params={"sleep": 0.3, "progress": tag}
@@ -145,23 +149,31 @@ def _burst(d: DaemonProc, round_no: int, acked: dict[int, str], stop: threading.
             if reply["ok"]:
                 acked[reply["result"]["task"]["id"]] = tag
     except (OSError, ConnectionError, ValueError):
-        return  # the daemon died mid-request: that one was not acknowledged
+        cut_off.append(round_no)  # the daemon died mid-request: that one was not acknowledged
     finally:
         conn.close()
+
+
+def _acked_in_round(acked: dict[int, str], round_no: int) -> int:
+    return sum(tag.startswith(f"{round_no}-") for tag in list(acked.values()))
 
 
 def test_r5_random_kill9_during_submit_bursts(make_daemon):
     rng = random.Random(int(os.environ.get("SYNCD_R5_SEED", "5")))
     d = make_daemon()
     acked: dict[int, str] = {}
+    cut_off: list[int] = []
     for round_no in range(R5_ITERATIONS):
-        stop = threading.Event()
-        worker = threading.Thread(target=_burst, args=(d, round_no, acked, stop))
+        worker = threading.Thread(target=_burst, args=(d, round_no, acked, cut_off))
         worker.start()
-        time.sleep(rng.uniform(0.0, 0.4))  # the fault itself: kill at a random moment
+        # The fault itself: kill at a random moment inside the burst, after a random number
+        # of acknowledged submits and a random sub-request delay.
+        wanted = rng.randint(1, 150)
+        wait_for(lambda r=round_no, n=wanted: _acked_in_round(acked, r) >= n, 20, f"{wanted} acks")
+        time.sleep(rng.uniform(0.0, 0.003))
         kill9(d)
-        stop.set()
         worker.join(15)
+        assert not worker.is_alive()
         assert quick_check(d) == "ok"
         d.start()
         tasks = by_id(db_like(d))
@@ -175,11 +187,8 @@ def test_r5_random_kill9_during_submit_bursts(make_daemon):
         _no_running_without_process(d)
     d.stop()
     assert quick_check(d) == "ok"
-    per_round = [
-        sum(tag.startswith(f"{r}-") for tag in acked.values()) for r in range(R5_ITERATIONS)
-    ]
-    interrupted = sum(0 < n < 200 for n in per_round)
-    assert interrupted >= R5_ITERATIONS // 2, f"the kills missed the bursts: {per_round}"
+    # Every kill landed mid-burst: the connection broke under a request in every round.
+    assert cut_off == list(range(R5_ITERATIONS)), f"bursts the kill missed: {cut_off}"
 
 
 def _no_running_without_process(d: DaemonProc) -> None:
