@@ -366,6 +366,7 @@ class Dispatcher:
                     env=env,
                     log_path=self.log_dir / f"{task.id}.log",
                     log_max_bytes=self.settings.log_max_bytes,
+                    caller_waits=True,
                 )
             )
         except SpawnError as exc:

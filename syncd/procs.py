@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ _PROC = Path("/proc")
 _BOOT_ID = _PROC / "sys/kernel/random/boot_id"
 _RACES = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 _POLL_SECONDS = 0.05
+_WINDOW_READ_MAX = 256  # pids read one by one rather than listing /proc
 
 
 def boot_id() -> str:
@@ -93,8 +94,10 @@ class PidWindow:
     def starting_at(cls, pid: int) -> PidWindow:
         return cls(pid, _read_int(f"{_PROC}/stat", b"processes "))
 
-    def accepts(self) -> Callable[[int], bool] | None:
-        """A test for "allocated at or after `first`", or None when only a full scan is safe."""
+    def candidates(self) -> Iterable[int] | None:
+        """The pids allocated at or after `first` (a superset of the group's members), or
+        None when only a full scan is safe. A narrow window (the usual case: a task's exit
+        on a quiet machine) is read pid by pid, without listing all of /proc."""
         pid_max = _read_int(f"{_PROC}/sys/kernel/pid_max")
         last = _read_int(f"{_PROC}/sys/kernel/ns_last_pid")
         forks = _read_int(f"{_PROC}/stat", b"processes ")
@@ -105,30 +108,36 @@ class PidWindow:
             return None
         first = self.first
         if last >= first:
-            return lambda pid: first <= pid <= last
-        return lambda pid: pid >= first or pid <= last  # wrapped once
+            span = range(first, last + 1)
+            if len(span) <= _WINDOW_READ_MAX:
+                return span
+            return [pid for pid in _all_pids() if first <= pid <= last]
+        # wrapped once
+        if pid_max - first + last <= _WINDOW_READ_MAX:
+            return [*range(first, pid_max), *range(1, last + 1)]
+        return [pid for pid in _all_pids() if pid >= first or pid <= last]
+
+
+def _all_pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir(_PROC) if name.isdigit()]
+    except OSError:
+        return []
 
 
 def group_members(pgid: int, window: PidWindow | None = None) -> list[int]:
     """Pids whose process group is `pgid`, zombies excluded (they hold nothing but a pid).
 
-    With a `window`, only pids it accepts are read (see PidWindow)."""
+    With a `window`, only pids it offers are read (see PidWindow)."""
+    pids = window.candidates() if window is not None else None
     members: list[int] = []
-    try:
-        entries = os.listdir(_PROC)
-    except OSError:
-        return members
-    accepts = window.accepts() if window is not None else None
-    for name in entries:
-        if not name.isdigit():
-            continue
-        if accepts is not None and not accepts(int(name)):
-            continue
-        fields = _stat_fields(int(name))
+    wanted = str(pgid)
+    for pid in _all_pids() if pids is None else pids:
+        fields = _stat_fields(pid)
         if fields is None or len(fields) < 3 or fields[0] in ("Z", "X"):
             continue
-        if fields[2] == str(pgid):
-            members.append(int(name))
+        if fields[2] == wanted:
+            members.append(pid)
     return members
 
 

@@ -1,11 +1,12 @@
 """Spawn one task's process and supervise it until it and everything it started are gone.
 
-Each child gets two threads: a pump that copies its output into the TaskLog, and a reaper
-that waits for the leader to exit *without reaping it* (`waitid(WNOWAIT)`). While the leader
-is an unreaped zombie its pid, and so its process-group number, cannot be reused, which makes
-`killpg` safe; the reaper uses that window to stop whatever is left of the group, lets the
-output drain, and only then reaps. After the reap the group is never `killpg`'d again
-unless a process we recorded from the tree is still a member.
+One supervisor per child copies its output into the TaskLog and watches the leader through
+a pidfd, so it learns of the exit *without reaping it*. While the leader is an unreaped
+zombie its pid, and so its process-group number, cannot be reused, which makes `killpg`
+safe; the supervisor uses that window to stop whatever is left of the group, lets the output
+drain, and only then reaps. After the reap the group is never `killpg`'d again unless a
+process we recorded from the tree is still a member. The supervisor runs in the thread of
+whoever waits for the child (the dispatcher's worker), or in a thread of its own.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class SpawnRequest:
     env: Mapping[str, str]
     log_path: Path
     log_max_bytes: int
+    # The caller calls wait() at once and supervises in its own thread (no thread started).
+    caller_waits: bool = False
 
 
 def _spawn_message(exc: Exception, argv: list[str], cwd: Path | None) -> str:
@@ -170,7 +173,7 @@ def _spawn_message(exc: Exception, argv: list[str], cwd: Path | None) -> str:
 
 
 class Child:
-    """One running task process: its output pump, its reaper and the ways to stop it."""
+    """One running task process: its supervisor and the ways to stop it."""
 
     # Grace for group members still running when the leader exits on its own.
     leftover_grace = 1.0
@@ -186,7 +189,9 @@ class Child:
         self.log = tasklog
         self._proc = proc
         self._out = proc.stdout
-        self._pipe_inode = os.fstat(self._out.fileno()).st_ino
+        self._out_fd = self._out.fileno()
+        self._pipe_inode = os.fstat(self._out_fd).st_ino
+        self._pidfd = _pidfd_open(proc.pid)
         self._sampler = TreeSampler(proc.pid)
         self._lock = threading.Lock()  # orders signalling against the reap
         self._reaped = False
@@ -195,15 +200,15 @@ class Child:
         self._kill_at: float | None = None
         self._recorded: list[psutil.Process] = []
         self._done = threading.Event()
-        self._pump_done = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
+        self._supervising = False  # someone runs _supervise: the first wait() or a thread
+        self._poller = select.poll()
+        self._poller.register(self._out_fd, select.POLLIN)
+        if self._pidfd is not None:
+            self._poller.register(self._pidfd, select.POLLIN)
+        self._eof = False
+        self._leader_gone = False
         with contextlib.suppress(OSError):
-            fcntl.fcntl(self._out.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        self._pump = threading.Thread(
-            target=self._run_pump, name=f"task-{self.task_id}-pump", daemon=True
-        )
-        self._reaping = False  # someone runs _run_reaper: the first wait() or a thread
-        self._pump.start()
+            fcntl.fcntl(self._out_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
     @classmethod
     def start(cls, req: SpawnRequest) -> Child:
@@ -235,7 +240,10 @@ class Child:
             tasklog.close()
             raise SpawnError(message) from None
         log.debug("task %d: started pid %d: %s", req.task_id, proc.pid, argv)
-        return cls(req, proc, tasklog)
+        child = cls(req, proc, tasklog)
+        if not req.caller_waits:
+            child._start_supervisor()
+        return child
 
     # -- public ---------------------------------------------------------------------------
 
@@ -243,13 +251,12 @@ class Child:
         """The exit status once the leader exited, the rest of its group was stopped and the
         output drained (negative: killed by that signal); None if `timeout` passed first.
 
-        The first wait() without a timeout supervises the exit in the caller's thread (the
-        dispatcher's worker waits anyway: one thread fewer to start per task); otherwise a
-        reaper thread does it."""
-        if timeout is None and self._claim_reaping():
-            self._run_reaper()
+        The first wait() without a timeout supervises in the caller's thread if nobody does
+        yet (the dispatcher's worker waits anyway: no thread to start per task)."""
+        if timeout is None and self._claim_supervision():
+            self._supervise()
         else:
-            self._start_reaper()
+            self._start_supervisor()
         if self._done.wait(timeout):
             return self._returncode
         return None
@@ -257,18 +264,18 @@ class Child:
     @property
     def exited(self) -> bool:
         """True once `wait()` would return without blocking."""
-        self._start_reaper()
+        self._start_supervisor()
         return self._done.is_set()
 
-    def _claim_reaping(self) -> bool:
+    def _claim_supervision(self) -> bool:
         with self._lock:
-            claimed, self._reaping = not self._reaping, True
+            claimed, self._supervising = not self._supervising, True
         return claimed
 
-    def _start_reaper(self) -> None:
-        if self._claim_reaping():
-            name = f"task-{self.task_id}-reaper"
-            threading.Thread(target=self._run_reaper, name=name, daemon=True).start()
+    def _start_supervisor(self) -> None:
+        if self._claim_supervision():
+            name = f"task-{self.task_id}-supervisor"
+            threading.Thread(target=self._supervise, name=name, daemon=True).start()
 
     def sample(self) -> TreeSample:
         return self._sampler.sample()
@@ -314,7 +321,7 @@ class Child:
 
     def _stop_leftovers(self) -> None:
         """The leader exited (still unreaped): stop the rest of its group, honouring the
-        grace of a terminate() in progress."""
+        grace of a terminate() in progress. Output is still copied meanwhile."""
         if not [p for p in group_members(self.pid, self._window) if p != self.pid]:
             return
         log.info("task %d: leader exited; stopping the rest of group %d", self.task_id, self.pid)
@@ -325,7 +332,7 @@ class Child:
             deadline = max(start + self.leftover_grace, self._kill_at or 0.0)
             if not left or time.monotonic() >= deadline:
                 break
-            time.sleep(_POLL_SECONDS)
+            self._pump_for(_POLL_SECONDS)
         if left:
             signal_tree(self.pid, signal.SIGKILL, True, [])
             for pid in wait_gone(self.pid, [], 2.0):
@@ -334,7 +341,7 @@ class Child:
 
     def _await_drain(self) -> None:
         """Output stays open only if something outside the group holds it: stop those."""
-        if self._pump_done.wait(self.drain_seconds):
+        if self._pump_until_eof(self.drain_seconds):
             return
         holders = pipe_holders(self._pipe_inode)
         for proc in holders:
@@ -350,14 +357,14 @@ class Child:
                 signal_tree(self.pid, signal.SIGKILL, True, holders)
                 for pid in wait_gone(None, holders, 2.0):
                     log.warning("task %d: process %d survived SIGKILL", self.task_id, pid)
-            if self._pump_done.wait(self.drain_seconds):
+            if self._pump_until_eof(self.drain_seconds):
                 return
         log.warning("task %d: output still open after the task ended; not reading it", self.task_id)
-        self._stop_pump()
+        self._drain_available()
 
-    # -- threads --------------------------------------------------------------------------
+    # -- supervision ----------------------------------------------------------------------
 
-    def _run_reaper(self) -> None:
+    def _supervise(self) -> None:
         try:
             self._await_leader_exit()
             self._stop_leftovers()
@@ -368,56 +375,91 @@ class Child:
             self._finish()
 
     def _await_leader_exit(self) -> None:
+        """Copy output until the leader exits (not reaped). Without a pidfd, the leader is
+        looked at between slices of reading, and waited for outright once output ends."""
+        while not self._leader_gone:
+            if self._pidfd is not None:
+                self._poll_once(None)
+            elif self._eof:
+                self._waitid(0)
+            else:
+                self._poll_once(_POLL_SECONDS)
+                self._waitid(os.WNOHANG)
+
+    def _waitid(self, flags: int) -> None:
         try:
-            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            result = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | flags)
         except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored?); Popen.wait copes
             log.warning("task %d: pid %d was reaped by someone else", self.task_id, self.pid)
+            result = None
+            self._leader_gone = True
+        if result is not None:
+            self._leader_gone = True
 
-    def _finish(self) -> None:
-        if not self._pump_done.is_set():
-            self._stop_pump()
-        self._pump.join()
-        with self._lock:
-            self._returncode = self._proc.wait()
-            self._reaped = True
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
-        self.log.close()
-        log.debug("task %d: pid %d exited with %s", self.task_id, self.pid, self._returncode)
-        self._done.set()
+    def _poll_once(self, timeout: float | None) -> None:
+        """One wait for output, its end or the leader's exit (each fd is dropped once done
+        with, so an empty poll is a plain sleep); copies one chunk of output."""
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        for fd, _ in self._poller.poll(ms):
+            if fd == self._pidfd:
+                self._poller.unregister(fd)
+                self._leader_gone = True
+            elif fd == self._out_fd and not self._eof:
+                try:
+                    data = os.read(fd, _CHUNK)
+                except OSError as exc:
+                    log.warning("task %d: reading output failed: %s", self.task_id, exc)
+                    data = b""
+                if data:
+                    self.log.write(data)
+                else:
+                    self._poller.unregister(fd)
+                    self._eof = True
 
-    def _stop_pump(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+    def _pump_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._poll_once(left)
 
-    def _run_pump(self) -> None:
-        fd = self._out.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        try:
-            while True:
-                ready = {f for f, _ in poller.poll()}
-                if self._wake_r in ready:
-                    self._drain_available(fd)
-                    break
-                data = os.read(fd, _CHUNK)
-                if not data:
-                    break
-                self.log.write(data)
-        except Exception:
-            log.exception("task %d: reading output failed", self.task_id)
-        finally:
-            self._out.close()
-            self._pump_done.set()
+    def _pump_until_eof(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self._eof and (left := deadline - time.monotonic()) > 0:
+            self._poll_once(left)
+        return self._eof
 
-    def _drain_available(self, fd: int) -> None:
-        os.set_blocking(fd, False)
+    def _drain_available(self) -> None:
+        """Whatever is already in the pipe, without waiting for more."""
+        if self._eof:
+            return
+        os.set_blocking(self._out_fd, False)
         for _ in range(_DRAIN_BATCH):
             try:
-                data = os.read(fd, _CHUNK)
-            except BlockingIOError:
+                data = os.read(self._out_fd, _CHUNK)
+            except (BlockingIOError, OSError):
                 return
             if not data:
                 return
             self.log.write(data)
+
+    def _finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self._out.close()
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+        with self._lock:
+            self._returncode = self._proc.wait()
+            self._reaped = True
+        self.log.close()
+        log.debug("task %d: pid %d exited with %s", self.task_id, self.pid, self._returncode)
+        self._done.set()
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for the leader (Linux 5.3+), so one poll() waits for output and the exit
+    alike; None where the kernel has none, and the supervisor polls the exit instead."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError) as exc:
+        log.debug("pidfd_open(%d) unavailable (%s); polling for the exit", pid, exc)
+        return None

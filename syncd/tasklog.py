@@ -51,6 +51,16 @@ def tail_dir(path: Path) -> Path:
     return path.with_name(path.name + ".tail")
 
 
+def _create(path: Path) -> int:
+    """Open the log fresh; the directory is made only when missing (not a syscall per task)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, _FILE_MODE)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, _FILE_MODE)
+
+
 @dataclass
 class _Segment:
     start: int  # output offset of its first byte
@@ -73,10 +83,9 @@ class TaskLog:
         self.progress: str | None = None
         self.dropped = False
         self._tail = tail_dir(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._tail, ignore_errors=True)
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        self._head_fd: int | None = os.open(path, flags, _FILE_MODE)
+        if os.path.lexists(self._tail):  # left by an earlier run under this name
+            shutil.rmtree(self._tail, ignore_errors=True)
+        self._head_fd: int | None = _create(path)
         self._head_len = 0
         self._head_open = True  # False once full or after a failed write
         self._segs: deque[_Segment] = deque()

@@ -297,6 +297,14 @@ def fake_proc(tmp_path: Path, pid_max: int, last: int, forks: int, stats: dict[i
         (500, 800, {400: 500, 500: 500, 700: 500, 750: 9}, [500, 700]),
         # Wrapped once: the window spans the end of the pid space and its start.
         (32000, 350, {31000: 32000, 32000: 32000, 32700: 32000, 320: 32000}, [320, 32000, 32700]),
+        # Narrow windows (the usual exit) are read pid by pid instead of listing /proc.
+        (500, 520, {400: 500, 500: 500, 510: 500, 515: 9, 530: 500}, [500, 510]),
+        (
+            32760,
+            5,
+            {32700: 32760, 32760: 32760, 32765: 32760, 3: 32760, 9: 32760},
+            [3, 32760, 32765],
+        ),
     ],
 )
 def test_window_reads_only_pids_created_since_the_leader(

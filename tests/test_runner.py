@@ -45,6 +45,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     max_bytes: int = 1 << 20,
     cwd: Path | None = None,
+    caller_waits: bool = False,
 ) -> Child:
     req = SpawnRequest(
         task_id=next(_task_ids),
@@ -53,6 +54,7 @@ def spawn(
         env=dict(env if env is not None else BASE_ENV),
         log_path=tmp_path / f"{len(children) + 1}.log",
         log_max_bytes=max_bytes,
+        caller_waits=caller_waits,
     )
     child = Child.start(req)
     children.append(child)
@@ -64,7 +66,16 @@ def output(child: Child) -> str:
 
 
 def pump_threads(child: Child) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"task-{child.task_id}-pump"]
+    """The child's threads still running once its supervisor has had a moment to return."""
+
+    def mine() -> list[threading.Thread]:
+        prefix = f"task-{child.task_id}-"
+        return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+    deadline = time.monotonic() + 5
+    while mine() and time.monotonic() < deadline:
+        pause(0.01)
+    return mine()
 
 
 # -- normal runs ------------------------------------------------------------------------------
@@ -79,6 +90,46 @@ def test_exit_code_output_and_progress(tmp_path: Path, children: list[Child]) ->
     assert child.log.progress == "3/4"
     assert child.identity.pid == child.pid and child.identity.starttime > 0
     assert pump_threads(child) == []
+
+
+def test_caller_waits_supervises_in_the_waiting_thread(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    code = "import sys, time; time.sleep(0.3); print('out'); sys.exit(5)"
+    child = spawn(children, tmp_path, code, caller_waits=True)
+    prefix = f"task-{child.task_id}-"
+    assert not [t for t in threading.enumerate() if t.name.startswith(prefix)]
+    assert child.wait() == 5
+    assert output(child) == "out\n"
+    assert not [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected_output"),
+    [
+        ("import sys; print('plain'); sys.exit(2)", "plain\n"),
+        # output closed long before the exit: the exit is waited for outright
+        ("import os, sys, time; print('x', flush=True); os.close(1); os.close(2); "
+         "time.sleep(0.3); os._exit(2)", "x\n"),
+        # the leader exits while a group member still holds the output (P4)
+        ("import subprocess, sys; subprocess.Popen(['sleep', '60']); print('lead'); sys.exit(2)",
+         "lead\n"),
+    ],
+)  # fmt: skip
+def test_without_pidfd_the_exit_is_still_seen(
+    tmp_path: Path,
+    children: list[Child],
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    expected_output: str,
+) -> None:
+    monkeypatch.setattr(runner, "_pidfd_open", lambda pid: None)
+    child = spawn(children, tmp_path, code, caller_waits=True)
+    started = time.monotonic()
+    assert child.wait() == 2
+    assert time.monotonic() - started < 5
+    assert output(child) == expected_output
+    assert live_in_group(child.pid) == []
 
 
 def test_wait_times_out_then_signal_exit_is_negative(tmp_path: Path, children: list[Child]) -> None:

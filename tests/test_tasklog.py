@@ -59,6 +59,23 @@ def test_small_log_is_written_as_is(tmp_path: Path) -> None:
     assert not tail_dir(path).exists()
 
 
+def test_log_dir_removed_under_a_running_daemon_is_made_again(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "7.log"  # "logs" does not exist (an operator deleted it)
+    log = TaskLog(path, 1000)
+    log.write(b"out\n")
+    log.close()
+    assert path.read_bytes() == b"out\n"
+
+
+def test_a_stale_tail_under_the_same_name_is_cleared(tmp_path: Path) -> None:
+    path = tmp_path / "3.log"
+    tail_dir(path).mkdir()
+    (tail_dir(path) / "00000000000000000000").write_bytes(b"old")
+    log = TaskLog(path, 1000)
+    assert not tail_dir(path).exists()
+    log.close()
+
+
 def test_capped_log_keeps_head_and_tail(tmp_path: Path) -> None:
     path = tmp_path / "2.log"
     data = bytes(random.Random(1).randrange(256) for _ in range(100_000))
