@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from syncd.clock import Clock, iso
 from syncd.config import DaemonSettings, Route
@@ -25,7 +25,7 @@ from syncd.events import EventBus
 from syncd.models import ErrorCode, Status, Task
 from syncd.routing import RouteTable
 from syncd.runner import Child, SpawnError, SpawnRequest, build_env
-from syncd.store import NewTask, Store, failpoint
+from syncd.store import NewTask, Pick, Store, failpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ class RunningTask:
     last_io: int = 0
     last_output: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class Outcome(NamedTuple):
+    """How a task ended, before it is recorded."""
+
+    status: Status
+    exit_code: int | None
+    error: str | None
 
 
 def _minutes(value: float) -> str:
@@ -238,10 +246,8 @@ class Dispatcher:
         Every task claimed gets its thread even if a later claim fails: a claimed row with
         no thread would hold its slot for ever."""
         kept: RunningTask | None = None
-        if self.paused or self.stopping:
-            return None
         try:
-            while len(self.running) < self.max_workers:
+            while True:
                 task = self._next_candidate()
                 if task is None:
                     break
@@ -259,18 +265,29 @@ class Dispatcher:
             raise
         return kept
 
-    def _next_candidate(self) -> Task | None:
+    def _pick(self, finishing: int | None = None) -> Pick | None:
+        """What the next claim may take given the running tasks (the one `finishing` no
+        longer counts); None when no slot is free. Caller holds `cond`."""
+        others = [rt for rt in self.running.values() if rt.task.id != finishing]
+        if self.paused or self.stopping or len(others) >= self.max_workers:
+            return None
         per_source: dict[str, int] = {}
-        for rt in self.running.values():
+        for rt in others:
             per_source[rt.task.source] = per_source.get(rt.task.source, 0) + 1
         full_sources = set()
         for name, count in per_source.items():
             src = self.routes.source(name)
             if src is not None and src.max_concurrent is not None and count >= src.max_concurrent:
                 full_sources.add(name)
-        busy_routes = {(rt.task.source, rt.task.route) for rt in self.running.values()}
+        busy_routes = {(rt.task.source, rt.task.route) for rt in others}
+        return Pick(iso(self.clock.now()), full_sources, busy_routes)
+
+    def _next_candidate(self) -> Task | None:
+        pick = self._pick()
+        if pick is None:
+            return None
         return self.store.next_queued(
-            iso(self.clock.now()), exclude_sources=full_sources, exclude_routes=busy_routes
+            pick.now, exclude_sources=pick.exclude_sources, exclude_routes=pick.exclude_routes
         )
 
     def _start(self, task: Task) -> RunningTask | None:
@@ -280,15 +297,22 @@ class Dispatcher:
         if claimed is None:
             return None
         failpoint("after_claim")  # crash tests: a task whose start kills the daemon
+        rt = self._admit(claimed)
+        self._announce_start(rt)
+        return rt
+
+    def _admit(self, claimed: Task) -> RunningTask:
+        """Give a claimed task its slot (caller holds `cond`)."""
         route = self.routes.route(claimed.source, claimed.route)
         mono = self.clock.monotonic()
         rt = RunningTask(task=claimed, route=route, started_mono=mono, last_progress_mono=mono)
-        self.running[task.id] = rt
-        log.info(
-            "task %d started: %s.%s (%s)", task.id, claimed.source, claimed.route, claimed.trigger
-        )
-        self._task_event(claimed, wake=False)  # the caller of tick() is the one awake
+        self.running[claimed.id] = rt
         return rt
+
+    def _announce_start(self, rt: RunningTask) -> None:
+        task = rt.task
+        log.info("task %d started: %s.%s (%s)", task.id, task.source, task.route, task.trigger)
+        self._task_event(task, wake=False)  # whoever claimed it is the one awake
 
     def _launch(self, rt: RunningTask) -> None:
         rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
@@ -309,43 +333,35 @@ class Dispatcher:
     # -- one task ---------------------------------------------------------------------------
     def _work(self, first: RunningTask) -> None:
         """Run a task, then, while queued tasks fit in the slot it freed, the next one in
-        this same thread: the slot-free -> next-start gap is one query and one commit, with
-        no wake-up of the loop thread and no thread to start."""
+        this same thread: the slot-free -> next-start gap is one transaction (the finish and
+        the next claim share it), with no wake-up of the loop thread and no thread to start."""
         rt: RunningTask | None = first
         while rt is not None:
             me = threading.current_thread()
             me.name, rt.thread = f"task-{rt.task.id}", me
+            current = rt
             try:
-                self._run_child(rt)
+                outcome = self._run_child(current)
             except Exception:  # a bug must not leave the row running and the slot taken
-                log.exception("task %d: internal error in its worker", rt.task.id)
-                self._finish(rt, Status.FAILED, None, "internal error in syncd (see daemon log)")
-            rt = self._take_next(rt.task.id)
-
-    def _take_next(self, finished_id: int) -> RunningTask | None:
-        """Fill the free slots: this thread keeps one task, the others get threads."""
-        with self.cond:
+                log.exception("task %d: internal error in its worker", current.task.id)
+                outcome = Outcome(Status.FAILED, None, "internal error in syncd (see daemon log)")
             try:
-                return self._fill_slots([], keep=True)
-            except Exception as exc:  # e.g. the database is busy: the loop retries
-                log.warning("dispatch after task %d finished: %s", finished_id, exc)
-                self.cond.notify_all()
-                return None
+                rt = self._finish(current, outcome, take_next=True)
+            except Exception:  # the row stays running (reconciled at the next start)
+                log.exception("task %d: recording its end failed", current.task.id)
+                with self.cond:
+                    self.running.pop(current.task.id, None)
+                    self.cond.notify_all()  # the loop refills the slot
+                rt = None
 
-    def _run_child(self, rt: RunningTask) -> None:
+    def _run_child(self, rt: RunningTask) -> Outcome:
         task = rt.task
         route = rt.route
         if route is None:
-            self._finish(
-                rt,
-                Status.FAILED,
-                None,
-                f"unknown_route: {task.source}.{task.route} is no longer configured",
-            )
-            return
+            error = f"unknown_route: {task.source}.{task.route} is no longer configured"
+            return Outcome(Status.FAILED, None, error)
         if rt.kill_reason is not None:
-            self._finish_killed(rt, None)
-            return
+            return self._killed(rt, None)
         try:
             env = build_env(
                 self.base_env,
@@ -371,8 +387,7 @@ class Dispatcher:
             )
         except SpawnError as exc:
             log.warning("task %d: spawn error: %s", task.id, exc)
-            self._finish(rt, Status.FAILED, None, f"spawn error: {exc}")
-            return
+            return Outcome(Status.FAILED, None, f"spawn error: {exc}")
         with self.cond:
             rt.child = child
             if rt.kill_reason is not None:
@@ -389,23 +404,27 @@ class Dispatcher:
         code = child.wait()
         assert code is not None
         if rt.kill_reason is not None:
-            self._finish_killed(rt, code)
-        elif code == 0:
-            self._finish(rt, Status.COMPLETED, 0, None)
-        else:
-            self._finish(rt, Status.FAILED, code, describe_exit(code))
+            return self._killed(rt, code)
+        if code == 0:
+            return Outcome(Status.COMPLETED, 0, None)
+        return Outcome(Status.FAILED, code, describe_exit(code))
 
-    def _finish_killed(self, rt: RunningTask, code: int | None) -> None:
+    def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
         reason = rt.kill_reason
         if reason == KILL_CANCEL:
-            self._finish(rt, Status.CANCELLED, code, "cancelled")
-        elif reason == KILL_SHUTDOWN:
-            self._finish(rt, Status.FAILED, code, "interrupted by shutdown")
-        else:
-            self._finish(rt, Status.FAILED, code, rt.kill_detail or str(reason))
+            return Outcome(Status.CANCELLED, code, "cancelled")
+        if reason == KILL_SHUTDOWN:
+            return Outcome(Status.FAILED, code, "interrupted by shutdown")
+        return Outcome(Status.FAILED, code, rt.kill_detail or str(reason))
 
-    def _finish(self, rt: RunningTask, status: Status, code: int | None, error: str | None) -> None:
+    def _finish(
+        self, rt: RunningTask, outcome: Outcome, *, take_next: bool = False
+    ) -> RunningTask | None:
+        """Record how the task ended; with `take_next`, claim the next task for the freed
+        slot in the same transaction and return it for the caller's thread to run (other
+        free slots, if any, get threads of their own)."""
         task = rt.task
+        status, code, error = outcome
         now = self.clock.now()
         retry = requeue = None
         if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
@@ -420,22 +439,34 @@ class Dispatcher:
                 attempt=task.attempt + 1,
                 not_before=iso(now + timedelta(seconds=backoff)),
             )
-        progress = rt.child.log.progress if rt.child is not None else None
+        fields: dict[str, Any] = {
+            "finished_at": iso(now),
+            "exit_code": code,
+            "error": error,
+            "retry": retry,
+            "requeue": requeue,
+            "progress": rt.child.log.progress if rt.child is not None else None,
+        }
+        admitted: list[RunningTask] = []
+
+        def write() -> tuple[Task | None, Task | None]:
+            if not take_next:
+                return self.store.finish(task.id, status, **fields)
+            with self.cond:  # the claim must see the pool as it is until it is admitted
+                pick = self._pick(finishing=task.id)
+                if pick is None:
+                    return self.store.finish(task.id, status, **fields)
+                done, follow, claimed = self.store.finish_and_claim(
+                    task.id, status, pick=pick, started_at=iso(now), **fields
+                )
+                self.running.pop(task.id, None)
+                if claimed is not None:
+                    failpoint("after_claim")
+                    admitted.append(self._admit(claimed))
+                return done, follow
+
         gave_up: tuple[Task | None, Task | None] = (None, None)
-        done, follow = self._persist(
-            f"task {task.id} {status.value}",
-            lambda: self.store.finish(
-                task.id,
-                status,
-                finished_at=iso(now),
-                exit_code=code,
-                error=error,
-                retry=retry,
-                requeue=requeue,
-                progress=progress,
-            ),
-            gave_up,
-        )
+        done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
         duration = self.clock.monotonic() - rt.started_mono
         log.info(
             "task %d finished: %s.%s %s in %.1fs%s",
@@ -459,6 +490,18 @@ class Dispatcher:
         if follow is not None:  # a new deadline (a retry's not_before) for the loop
             with self.cond:
                 self.cond.notify_all()
+        if not take_next:
+            return None
+        if not admitted:  # nothing fitted the freed slot, so nothing fits any other
+            return None
+        self._announce_start(admitted[0])
+        with self.cond:  # slots still free (max_workers raised meanwhile) get threads
+            try:
+                self._fill_slots([], keep=False)
+            except Exception as exc:  # e.g. the database is busy: the loop retries
+                log.warning("dispatch after task %d finished: %s", task.id, exc)
+                self.cond.notify_all()
+        return admitted[0]
 
     def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
         """A final write that must not be lost to a full disk or a foreign lock: retry every

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,6 +84,28 @@ class NewTask:
         return replace(base, **changes)
 
 
+@dataclass(frozen=True)
+class Pick:
+    """Which queued task dispatch may start: due by `now`, outside full sources and busy
+    routes (the pool's in-memory view, passed in)."""
+
+    now: str
+    exclude_sources: Collection[str] = ()
+    exclude_routes: Collection[tuple[str, str]] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        where = "status = 'queued' AND (not_before IS NULL OR not_before <= ?)"
+        params: list[Any] = [self.now]
+        if self.exclude_sources:
+            where += f" AND source NOT IN ({marks(len(self.exclude_sources))})"
+            params.extend(self.exclude_sources)
+        if self.exclude_routes:
+            pairs = ", ".join("(?, ?)" for _ in self.exclude_routes)
+            where += f" AND (source, route) NOT IN (VALUES {pairs})"
+            params.extend(x for pair in self.exclude_routes for x in pair)
+        return where, params
+
+
 _SETTABLE = frozenset(
     {"started_at", "finished_at", "pid", "exit_code", "error", "progress", "last_heartbeat",
      "proc_starttime", "boot_id", "argv"}
@@ -116,15 +139,7 @@ class Store(StoreBase):
         exclude_routes: Collection[tuple[str, str]] = (),
     ) -> Task | None:
         """The task dispatch would start next: priority, then queue order, among those due."""
-        where = "status = 'queued' AND (not_before IS NULL OR not_before <= ?)"
-        params: list[Any] = [now]
-        if exclude_sources:
-            where += f" AND source NOT IN ({marks(len(exclude_sources))})"
-            params.extend(exclude_sources)
-        if exclude_routes:
-            pairs = ", ".join("(?, ?)" for _ in exclude_routes)
-            where += f" AND (source, route) NOT IN (VALUES {pairs})"
-            params.extend(x for pair in exclude_routes for x in pair)
+        where, params = Pick(now, exclude_sources, exclude_routes).where()
         found = self._tasks(where, params, f"{QUEUE_ORDER} LIMIT 1", QUEUE_INDEX)
         return found[0] if found else None
 
@@ -190,34 +205,75 @@ class Store(StoreBase):
         (the last progress line) is recorded in the same write, not a heartbeat of its own.
 
         Returns (finished task, follow-up); (None, None) when the task was not running."""
-        if status not in TRANSITIONS[Status.RUNNING]:
-            raise ValueError(f"finish to {status.value} is not allowed")
-        if retry is not None and requeue is not None:
-            raise ValueError("a task gets a retry or a requeue, not both")
-        follow_up = retry or requeue
-        if follow_up is not None:
-            kind = "retry" if retry is not None else "requeue"
-            if follow_up.trigger != f"{kind}:{task_id}":
-                raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
-        follow: Task | None = None
+        follow_up = _checked_follow_up(task_id, status, retry, requeue)
         with self._write("finish") as conn:
-            cur = conn.execute(
-                "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
-                " progress = coalesce(?, progress),"
-                " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
-                " WHERE id = ? AND status = 'running'",
-                (status.value, finished_at, exit_code, error, progress, progress, finished_at,
-                 task_id),
-            )  # fmt: skip
-            if not cur.rowcount:
-                return None, None
-            if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):
-                batch = Batch(conn, iso(self._clock.now()) or finished_at)
-                follow = batch.add([(follow_up, True)])[0][0]
-            done = get_in(conn, task_id)
+            done, follow = self._finish_in(
+                conn, task_id, status, finished_at, exit_code, error, follow_up, progress
+            )
             failpoint("finish_before_commit")
         failpoint("finish_after_commit")
         return done, follow
+
+    def finish_and_claim(
+        self,
+        task_id: int,
+        status: Status,
+        *,
+        finished_at: str,
+        exit_code: int | None,
+        error: str | None,
+        retry: NewTask | None = None,
+        requeue: NewTask | None = None,
+        progress: str | None = None,
+        pick: Pick,
+        started_at: str,
+    ) -> tuple[Task | None, Task | None, Task | None]:
+        """finish(), and in the same transaction claim (queued → running) the task `pick`
+        finds: the slot the finish frees is refilled without a commit (an fsync) of its own.
+
+        Returns (finished task, follow-up, claimed task or None)."""
+        follow_up = _checked_follow_up(task_id, status, retry, requeue)
+        with self._write("finish") as conn:
+            done, follow = self._finish_in(
+                conn, task_id, status, finished_at, exit_code, error, follow_up, progress
+            )
+            where, params = pick.where()
+            row = conn.execute(
+                f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
+                f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
+                f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
+                (started_at, *params),
+            ).fetchone()
+            failpoint("finish_before_commit")
+        failpoint("finish_after_commit")
+        return done, follow, None if row is None else row_task(row)
+
+    def _finish_in(
+        self,
+        conn: sqlite3.Connection,
+        task_id: int,
+        status: Status,
+        finished_at: str,
+        exit_code: int | None,
+        error: str | None,
+        follow_up: NewTask | None,
+        progress: str | None,
+    ) -> tuple[Task | None, Task | None]:
+        cur = conn.execute(
+            "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
+            " progress = coalesce(?, progress),"
+            " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
+            " WHERE id = ? AND status = 'running'",
+            (status.value, finished_at, exit_code, error, progress, progress, finished_at,
+             task_id),
+        )  # fmt: skip
+        if not cur.rowcount:
+            return None, None
+        follow: Task | None = None
+        if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):
+            batch = Batch(conn, iso(self._clock.now()) or finished_at)
+            follow = batch.add([(follow_up, True)])[0][0]
+        return get_in(conn, task_id), follow
 
     def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[int]:
         """queued → cancelled for each id still queued; returns those cancelled."""
@@ -387,3 +443,18 @@ class Store(StoreBase):
                 params.append(value)
         tail = f"{HISTORY_ORDER} LIMIT ?"
         return self._tasks(" AND ".join(where), [*params, limit], tail, FINISHED_INDEX)
+
+
+def _checked_follow_up(
+    task_id: int, status: Status, retry: NewTask | None, requeue: NewTask | None
+) -> NewTask | None:
+    if status not in TRANSITIONS[Status.RUNNING]:
+        raise ValueError(f"finish to {status.value} is not allowed")
+    if retry is not None and requeue is not None:
+        raise ValueError("a task gets a retry or a requeue, not both")
+    follow_up = retry or requeue
+    if follow_up is not None:
+        kind = "retry" if retry is not None else "requeue"
+        if follow_up.trigger != f"{kind}:{task_id}":
+            raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
+    return follow_up

@@ -53,16 +53,20 @@ def test_a_final_write_that_fails_is_retried_until_it_lands(
 ) -> None:
     d = make(tmp_path)
     d.stopping = False
-    real_finish = d.store.finish
     failures = {"left": 2}
 
-    def flaky_finish(*args: Any, **kwargs: Any) -> Any:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise StoreError(ErrorCode.STORAGE_ERROR, "database or disk is full")
-        return real_finish(*args, **kwargs)
+    def failing_first(real: Any) -> Any:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise StoreError(ErrorCode.STORAGE_ERROR, "database or disk is full")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(d.store, "finish", flaky_finish)
+        return write
+
+    # A finish is written alone, or with the next claim when a slot frees: both fail.
+    monkeypatch.setattr(d.store, "finish", failing_first(d.store.finish))
+    monkeypatch.setattr(d.store, "finish_and_claim", failing_first(d.store.finish_and_claim))
     monkeypatch.setattr("syncd.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
     task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
     assert d.tick() == [task.id]
@@ -82,6 +86,7 @@ def test_stop_gives_up_a_failing_final_write_instead_of_hanging(
         raise StoreError(ErrorCode.STORAGE_ERROR, "disk I/O error")
 
     monkeypatch.setattr(d.store, "finish", broken_finish)
+    monkeypatch.setattr(d.store, "finish_and_claim", broken_finish)
     monkeypatch.setattr("syncd.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
     task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
     d.tick()
@@ -181,4 +186,40 @@ def test_cancelling_a_running_and_a_queued_task_never_starts_the_queued_one(
     assert final_a is not None and final_a.status is Status.CANCELLED
     assert final_b is not None and final_b.status is Status.CANCELLED
     assert final_b.started_at is None
+    d.store.close()
+
+
+def test_a_freed_slot_is_refilled_in_the_finishing_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, four queued: the loop claims the first (a commit of its own); each later
+    claim shares the commit that finishes the task before it, in queue order."""
+    d = make_two_slots(tmp_path)
+    d.set_max_workers(1)
+    calls: list[str] = []
+    for name in ("transition", "finish", "finish_and_claim"):
+        real = getattr(d.store, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(d.store, name, counted)
+    d.set_paused(True)
+    ids = [
+        d.submit(d.new_task("src", route, None, None, "manual", "test"), allow_duplicate=True)[0].id
+        for route in ("ok", "ok2", "ok", "ok2")
+    ]
+    d.set_paused(False)
+    assert d.tick() == [ids[0]]
+    wait_until(lambda: all(completed(d, i) for i in ids))
+    assert calls == ["transition", *["finish_and_claim"] * 4]
+    tasks = [d.store.get(i) for i in ids]
+    starts = [t.started_at for t in tasks if t is not None]
+    ends = [t.finished_at for t in tasks if t is not None]
+    assert starts == sorted(starts)  # queue order
+    assert all(
+        e is not None and s is not None and e <= s
+        for e, s in zip(ends[:-1], starts[1:], strict=True)
+    )
     d.store.close()

@@ -20,7 +20,7 @@ from syncd import migrations
 from syncd.clock import FakeClock, iso
 from syncd.errors import StoreError, StoreUnusable, SyncdError
 from syncd.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, Status, Task
-from syncd.store import NewTask, Store
+from syncd.store import NewTask, Pick, Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
@@ -437,23 +437,28 @@ FAILPOINT_CHILD = """
 import sys
 from pathlib import Path
 from syncd.models import Status
-from syncd.store import NewTask, Store
+from syncd.store import NewTask, Pick, Store
 
 store = Store.open(Path(sys.argv[1]))
 task_id = int(sys.argv[2])
-if task_id:
-    store.finish(task_id, Status.FAILED, finished_at="2025-01-01T00:00:00.000000Z",
-                 exit_code=1, error="exit 1",
-                 retry=NewTask("s", "t", "r", ["x"], {}, 5, f"retry:{task_id}", attempt=2))
+end = dict(finished_at="2025-01-01T00:00:00.000000Z", exit_code=1, error="exit 1",
+           retry=NewTask("s", "t", "r", ["x"], {}, 5, f"retry:{task_id}", attempt=2))
+if task_id and len(sys.argv) > 3:
+    store.finish_and_claim(task_id, Status.FAILED, pick=Pick(sys.argv[3]),
+                           started_at=sys.argv[3], **end)
+elif task_id:
+    store.finish(task_id, Status.FAILED, **end)
 else:
     store.enqueue(NewTask("s", "t", "r", ["x"], {"k": 1}, 5, "manual"))
 print("no failpoint fired")
 """
 
 
-def run_child(path: Path, task_id: int, failpoint: str) -> subprocess.CompletedProcess[str]:
+def run_child(
+    path: Path, task_id: int, failpoint: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, SYNCD_FAILPOINT=failpoint, PYTHONPATH=str(REPO))
-    argv = [sys.executable, "-c", FAILPOINT_CHILD, str(path), str(task_id)]
+    argv = [sys.executable, "-c", FAILPOINT_CHILD, str(path), str(task_id), *extra]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -470,6 +475,47 @@ def test_crash_inside_finish_leaves_all_or_nothing(store: Store, point: str) -> 
     else:
         assert after.status is Status.FAILED and len(retries) == 1
     assert store.quick_check() == "ok"
+
+
+@pytest.mark.parametrize("point", ["finish_before_commit", "finish_after_commit"])
+def test_crash_inside_finish_and_claim_leaves_all_or_nothing(store: Store, point: str) -> None:
+    task = running(store)
+    waiting = queued(store, new(route="other"))[0]
+    child = run_child(store.path, task.id, point, at(5))
+    assert child.returncode == 99, child.stderr
+    after, claimed = store.get(task.id), store.get(waiting.id)
+    assert after is not None and claimed is not None
+    if point == "finish_before_commit":
+        assert (after.status, claimed.status) == (Status.RUNNING, Status.QUEUED)
+    else:
+        assert (after.status, claimed.status) == (Status.FAILED, Status.RUNNING)
+        assert claimed.started_at == at(5)
+    assert store.quick_check() == "ok"
+
+
+def test_finish_and_claim_takes_what_next_queued_would(store: Store) -> None:
+    task = running(store, new("a", "x"))
+    later = queued(store, new("a", "y", priority=0, not_before=at(60)))[0]
+    busy = queued(store, new("b", "x", priority=1))[0]
+    free = queued(store, new("b", "y", priority=2))[0]
+    pick = Pick(at(10), exclude_routes=[("b", "x")])
+    assert store.next_queued(pick.now, exclude_routes=pick.exclude_routes) == free
+    done, follow, claimed = store.finish_and_claim(
+        task.id, Status.COMPLETED, finished_at=at(10), exit_code=0, error=None,
+        pick=pick, started_at=at(10),
+    )  # fmt: skip
+    assert done is not None and done.status is Status.COMPLETED and follow is None
+    assert claimed is not None and claimed.id == free.id
+    assert claimed.status is Status.RUNNING and claimed.started_at == at(10)
+    assert store.get(free.id) == claimed
+    assert [t.id for t in store.tasks_with_status(Status.QUEUED)] == [later.id, busy.id]
+    # Nothing fits: the finish still lands, and nothing is claimed.
+    done, _, claimed = store.finish_and_claim(
+        free.id, Status.FAILED, finished_at=at(11), exit_code=1, error="exit code 1",
+        pick=Pick(at(11), exclude_sources=["b"]), started_at=at(11),
+    )  # fmt: skip
+    assert done is not None and done.status is Status.FAILED and claimed is None
+    assert store.counts().get("running", 0) == 0
 
 
 def test_crash_after_enqueue_commit_keeps_the_task(store: Store) -> None:
