@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -251,3 +253,29 @@ def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
             d.stop(signal.SIGKILL)
+        kill_orphaned_tasks(d.state_dir / "syncd.db")
+
+
+def kill_orphaned_tasks(db: Path) -> None:
+    """A daemon killed with SIGKILL leaves its tasks running: stop each task's group that is
+    provably the one recorded (same pid, start time and boot), so no test's leftovers load
+    the machine under the next one."""
+    from syncd.procs import ProcIdentity
+
+    if not db.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute(
+                "SELECT pid, proc_starttime, boot_id FROM tasks"
+                " WHERE status = 'running' AND pid IS NOT NULL"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return  # a test that corrupted the database on purpose
+    for pid, starttime, boot in rows:
+        if starttime and boot and ProcIdentity(pid, starttime, boot).is_alive():
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
