@@ -9,6 +9,7 @@ signalled one process at a time through psutil, which checks the creation time f
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -29,8 +30,10 @@ _POLL_SECONDS = 0.05
 _WINDOW_READ_MAX = 256  # pids read one by one rather than listing /proc
 
 
+@functools.cache
 def boot_id() -> str:
-    """The kernel's boot id: a pid and start time only mean something within one boot."""
+    """The kernel's boot id: a pid and start time only mean something within one boot.
+    Read once: it cannot change while this process lives."""
     return _BOOT_ID.read_text().strip()
 
 
@@ -65,17 +68,26 @@ def proc_starttime(pid: int) -> int | None:
 def _read_int(path: str, prefix: bytes = b"") -> int | None:
     """The integer after `prefix` at the start of a line of a small /proc file."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            raw = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    for line in raw.splitlines():
-        if line.startswith(prefix):
-            try:
-                return int(line[len(prefix) :])
-            except ValueError:
+    if prefix:
+        if raw.startswith(prefix):
+            start = len(prefix)
+        else:
+            found = raw.find(b"\n" + prefix)
+            if found < 0:
                 return None
-    return None
+            start = found + 1 + len(prefix)
+        raw = raw[start:]
+    try:
+        return int(raw.split(b"\n", 1)[0])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
