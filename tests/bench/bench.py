@@ -606,6 +606,16 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
+def compile_as_installed() -> None:
+    """Measure syncd as `pip install .` leaves it: with its modules compiled to bytecode.
+    An editable checkout run under PYTHONDONTWRITEBYTECODE=1 would compile every module
+    from source at each start instead (syncctl status: about 110 ms instead of 75)."""
+    import compileall
+
+    if not compileall.compile_dir(str(REPO / "syncd"), quiet=1):
+        raise SystemExit("could not compile syncd to bytecode")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
@@ -624,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    compile_as_installed()
     results: dict[str, Any] = {"machine": machine(), "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}  # fmt: skip
     for name in wanted:
