@@ -556,7 +556,7 @@ def table(results: dict[str, Any]) -> str:
              f"{g['floor_median_ms']} / {g['floor_p95_ms']} ms", ""),
             ("  syncd overhead over the floor (median)", f"{g['overhead_median_ms']} ms",
              "≤ 0.5 ms"),
-            ("  daemon clock: finish → next claim (median / p95)",
+            ("  daemon clock: finish → next claim, row times (one commit: 0 when refilled)",
              f"{g['daemon_median_ms']} / {g['daemon_p95_ms']} ms", "≤ 0.5 / 2 ms"),
         ]  # fmt: skip
     s = results.get("submit")
@@ -575,8 +575,9 @@ def table(results: dict[str, Any]) -> str:
         rows += [
             (f"depth {int(depth):,} queued: status / list 50 / submit",
              f"{r['status_ms']} / {r['list_ms']} / {r['submit_ms']} ms", "status ≤ 20 ms"),
-            ("  one dispatch: next-task query / daemon gap median",
-             f"{r['dispatch_query_ms']} / {r['gap_daemon_median_ms']} ms", "≤ 1 ms"),
+            ("  one dispatch: next-task query / job-clock gap median",
+             f"{r['dispatch_query_ms']} / {r['gap_job_median_ms']} ms",
+             "≤ 1 ms / ≤ 1.5 x at 10k"),
             ("  RSS / ready after restart", f"{r['rss_mb']} MB / {r['ready_s']} s",
              "≤ 60 MB / ≤ 2 s"),
             ("  seeding through submit_many", f"{r['seed_s']} s", ""),
