@@ -25,7 +25,7 @@ from syncd.events import EventBus
 from syncd.models import ErrorCode, Status, Task
 from syncd.routing import RouteTable
 from syncd.runner import Child, SpawnError, SpawnRequest, build_env
-from syncd.store import NewTask, Pick, Store, failpoint
+from syncd.store import Ending, NewTask, Pick, Store, failpoint
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ class Dispatcher:
                 log.exception("task %d: internal error in its worker", current.task.id)
                 outcome = Outcome(Status.FAILED, None, "internal error in syncd (see daemon log)")
             try:
-                rt = self._finish(current, outcome, take_next=True)
+                rt = self._finish(current, outcome)
             except Exception:  # the row stays running (reconciled at the next start)
                 log.exception("task %d: recording its end failed", current.task.id)
                 with self.cond:
@@ -417,12 +417,10 @@ class Dispatcher:
             return Outcome(Status.FAILED, code, "interrupted by shutdown")
         return Outcome(Status.FAILED, code, rt.kill_detail or str(reason))
 
-    def _finish(
-        self, rt: RunningTask, outcome: Outcome, *, take_next: bool = False
-    ) -> RunningTask | None:
-        """Record how the task ended; with `take_next`, claim the next task for the freed
-        slot in the same transaction and return it for the caller's thread to run (other
-        free slots, if any, get threads of their own)."""
+    def _finish(self, rt: RunningTask, outcome: Outcome) -> RunningTask | None:
+        """Record how the task ended, claim the next task for the freed slot in the same
+        transaction and return it for the caller's thread to run (other free slots, if
+        any, get threads of their own)."""
         task = rt.task
         status, code, error = outcome
         now = self.clock.now()
@@ -439,25 +437,15 @@ class Dispatcher:
                 attempt=task.attempt + 1,
                 not_before=iso(now + timedelta(seconds=backoff)),
             )
-        fields: dict[str, Any] = {
-            "finished_at": iso(now),
-            "exit_code": code,
-            "error": error,
-            "retry": retry,
-            "requeue": requeue,
-            "progress": rt.child.log.progress if rt.child is not None else None,
-        }
+        progress = rt.child.log.progress if rt.child is not None else None
+        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress)
         admitted: list[RunningTask] = []
 
         def write() -> tuple[Task | None, Task | None]:
-            if not take_next:
-                return self.store.finish(task.id, status, **fields)
             with self.cond:  # the claim must see the pool as it is until it is admitted
                 pick = self._pick(finishing=task.id)
-                if pick is None:
-                    return self.store.finish(task.id, status, **fields)
                 done, follow, claimed = self.store.finish_and_claim(
-                    task.id, status, pick=pick, started_at=iso(now), **fields
+                    task.id, ending, pick, iso(now) or ""
                 )
                 self.running.pop(task.id, None)
                 if claimed is not None:
@@ -490,8 +478,6 @@ class Dispatcher:
         if follow is not None:  # a new deadline (a retry's not_before) for the loop
             with self.cond:
                 self.cond.notify_all()
-        if not take_next:
-            return None
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
         self._announce_start(admitted[0])

@@ -106,6 +106,32 @@ class Pick:
         return where, params
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a running task ended, as its finish records it (a retry or a requeue at most)."""
+
+    status: Status
+    finished_at: str
+    exit_code: int | None
+    error: str | None
+    retry: NewTask | None = None
+    requeue: NewTask | None = None
+    progress: str | None = None  # the last progress line
+
+    def follow_up(self, task_id: int) -> NewTask | None:
+        """The follow-up to queue with the finish, checked against the task it follows."""
+        if self.status not in TRANSITIONS[Status.RUNNING]:
+            raise ValueError(f"finish to {self.status.value} is not allowed")
+        if self.retry is not None and self.requeue is not None:
+            raise ValueError("a task gets a retry or a requeue, not both")
+        follow_up = self.retry or self.requeue
+        if follow_up is not None:
+            kind = "retry" if self.retry is not None else "requeue"
+            if follow_up.trigger != f"{kind}:{task_id}":
+                raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
+        return follow_up
+
+
 _SETTABLE = frozenset(
     {"started_at", "finished_at", "pid", "exit_code", "error", "progress", "last_heartbeat",
      "proc_starttime", "boot_id", "argv"}
@@ -205,73 +231,51 @@ class Store(StoreBase):
         (the last progress line) is recorded in the same write, not a heartbeat of its own.
 
         Returns (finished task, follow-up); (None, None) when the task was not running."""
-        follow_up = _checked_follow_up(task_id, status, retry, requeue)
-        with self._write("finish") as conn:
-            done, follow = self._finish_in(
-                conn, task_id, status, finished_at, exit_code, error, follow_up, progress
-            )
-            failpoint("finish_before_commit")
-        failpoint("finish_after_commit")
+        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress)
+        done, follow, _ = self.finish_and_claim(task_id, ending, None, "")
         return done, follow
 
     def finish_and_claim(
-        self,
-        task_id: int,
-        status: Status,
-        *,
-        finished_at: str,
-        exit_code: int | None,
-        error: str | None,
-        retry: NewTask | None = None,
-        requeue: NewTask | None = None,
-        progress: str | None = None,
-        pick: Pick,
-        started_at: str,
+        self, task_id: int, ending: Ending, pick: Pick | None, started_at: str
     ) -> tuple[Task | None, Task | None, Task | None]:
-        """finish(), and in the same transaction claim (queued → running) the task `pick`
-        finds: the slot the finish frees is refilled without a commit (an fsync) of its own.
+        """finish(), and in the same transaction claim (queued → running, `started_at`) the
+        task `pick` finds: the slot the finish frees is refilled without a commit (an fsync)
+        of its own. No pick, no claim.
 
         Returns (finished task, follow-up, claimed task or None)."""
-        follow_up = _checked_follow_up(task_id, status, retry, requeue)
+        follow_up = ending.follow_up(task_id)
+        row = None
         with self._write("finish") as conn:
-            done, follow = self._finish_in(
-                conn, task_id, status, finished_at, exit_code, error, follow_up, progress
-            )
-            where, params = pick.where()
-            row = conn.execute(
-                f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
-                f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
-                f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
-                (started_at, *params),
-            ).fetchone()
+            done, follow = self._finish_in(conn, task_id, ending, follow_up)
+            if pick is not None:
+                where, params = pick.where()
+                row = conn.execute(
+                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
+                    f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
+                    f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
+                    (started_at, *params),
+                ).fetchone()
             failpoint("finish_before_commit")
         failpoint("finish_after_commit")
         return done, follow, None if row is None else row_task(row)
 
     def _finish_in(
-        self,
-        conn: sqlite3.Connection,
-        task_id: int,
-        status: Status,
-        finished_at: str,
-        exit_code: int | None,
-        error: str | None,
-        follow_up: NewTask | None,
-        progress: str | None,
+        self, conn: sqlite3.Connection, task_id: int, ending: Ending, follow_up: NewTask | None
     ) -> tuple[Task | None, Task | None]:
+        progress = ending.progress
         cur = conn.execute(
             "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
             " progress = coalesce(?, progress),"
             " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
             " WHERE id = ? AND status = 'running'",
-            (status.value, finished_at, exit_code, error, progress, progress, finished_at,
-             task_id),
+            (ending.status.value, ending.finished_at, ending.exit_code, ending.error, progress,
+             progress, ending.finished_at, task_id),
         )  # fmt: skip
         if not cur.rowcount:
             return None, None
         follow: Task | None = None
         if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):
-            batch = Batch(conn, iso(self._clock.now()) or finished_at)
+            batch = Batch(conn, iso(self._clock.now()) or ending.finished_at)
             follow = batch.add([(follow_up, True)])[0][0]
         return get_in(conn, task_id), follow
 
@@ -443,18 +447,3 @@ class Store(StoreBase):
                 params.append(value)
         tail = f"{HISTORY_ORDER} LIMIT ?"
         return self._tasks(" AND ".join(where), [*params, limit], tail, FINISHED_INDEX)
-
-
-def _checked_follow_up(
-    task_id: int, status: Status, retry: NewTask | None, requeue: NewTask | None
-) -> NewTask | None:
-    if status not in TRANSITIONS[Status.RUNNING]:
-        raise ValueError(f"finish to {status.value} is not allowed")
-    if retry is not None and requeue is not None:
-        raise ValueError("a task gets a retry or a requeue, not both")
-    follow_up = retry or requeue
-    if follow_up is not None:
-        kind = "retry" if retry is not None else "requeue"
-        if follow_up.trigger != f"{kind}:{task_id}":
-            raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
-    return follow_up

@@ -20,7 +20,7 @@ from syncd import migrations
 from syncd.clock import FakeClock, iso
 from syncd.errors import StoreError, StoreUnusable, SyncdError
 from syncd.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, Status, Task
-from syncd.store import NewTask, Pick, Store
+from syncd.store import Ending, NewTask, Pick, Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
@@ -437,15 +437,14 @@ FAILPOINT_CHILD = """
 import sys
 from pathlib import Path
 from syncd.models import Status
-from syncd.store import NewTask, Pick, Store
+from syncd.store import Ending, NewTask, Pick, Store
 
 store = Store.open(Path(sys.argv[1]))
 task_id = int(sys.argv[2])
 end = dict(finished_at="2025-01-01T00:00:00.000000Z", exit_code=1, error="exit 1",
            retry=NewTask("s", "t", "r", ["x"], {}, 5, f"retry:{task_id}", attempt=2))
 if task_id and len(sys.argv) > 3:
-    store.finish_and_claim(task_id, Status.FAILED, pick=Pick(sys.argv[3]),
-                           started_at=sys.argv[3], **end)
+    store.finish_and_claim(task_id, Ending(Status.FAILED, **end), Pick(sys.argv[3]), sys.argv[3])
 elif task_id:
     store.finish(task_id, Status.FAILED, **end)
 else:
@@ -500,20 +499,16 @@ def test_finish_and_claim_takes_what_next_queued_would(store: Store) -> None:
     free = queued(store, new("b", "y", priority=2))[0]
     pick = Pick(at(10), exclude_routes=[("b", "x")])
     assert store.next_queued(pick.now, exclude_routes=pick.exclude_routes) == free
-    done, follow, claimed = store.finish_and_claim(
-        task.id, Status.COMPLETED, finished_at=at(10), exit_code=0, error=None,
-        pick=pick, started_at=at(10),
-    )  # fmt: skip
+    ending = Ending(Status.COMPLETED, at(10), 0, None)
+    done, follow, claimed = store.finish_and_claim(task.id, ending, pick, at(10))
     assert done is not None and done.status is Status.COMPLETED and follow is None
     assert claimed is not None and claimed.id == free.id
     assert claimed.status is Status.RUNNING and claimed.started_at == at(10)
     assert store.get(free.id) == claimed
     assert [t.id for t in store.tasks_with_status(Status.QUEUED)] == [later.id, busy.id]
     # Nothing fits: the finish still lands, and nothing is claimed.
-    done, _, claimed = store.finish_and_claim(
-        free.id, Status.FAILED, finished_at=at(11), exit_code=1, error="exit code 1",
-        pick=Pick(at(11), exclude_sources=["b"]), started_at=at(11),
-    )  # fmt: skip
+    ending = Ending(Status.FAILED, at(11), 1, "exit code 1")
+    done, _, claimed = store.finish_and_claim(free.id, ending, Pick(at(11), ["b"]), at(11))
     assert done is not None and done.status is Status.FAILED and claimed is None
     assert store.counts().get("running", 0) == 0
 
