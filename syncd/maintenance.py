@@ -11,6 +11,8 @@ once; a backwards clock jump runs nothing twice.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,6 +31,8 @@ STATE_NAME = "@maintenance"
 KEEP_COMPLETED = 3  # per (source, route), whatever their age
 KEEP_FAILED = 1
 _UTC = timezone.utc
+# A task's log and what a crash may leave beside it (see tasklog.remove_log).
+_LOG_NAME = re.compile(r"([0-9]+)\.log(?:\.tmp|\.tail|\.tail\.old)?")
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class Maintenance:
                 would_free = sum(self._log_size(i) for i in ids)
                 log.info("prune (dry run): would delete %d tasks, %d kept", len(ids), kept)
                 return PruneResult(len(ids), kept, would_free, "not checked (dry run)", ids)
-            log_bytes = self._remove_logs(ids)
+            log_bytes = self._remove_logs(ids) + self._remove_orphaned_logs()
             db_bytes = self._store.incremental_vacuum()
             integrity = self._store.integrity_check()
             if integrity != "ok":
@@ -152,3 +156,19 @@ class Maintenance:
         """Unlink the deleted tasks' logs (missing ones are fine); bytes freed."""
         # remove_log also takes the tail segments a crash may have left behind.
         return sum(remove_log(self._log_path(task_id)) for task_id in ids)
+
+    def _remove_orphaned_logs(self) -> int:
+        """Logs of tasks that are gone: a crash between a prune's commit and its unlinks
+        leaves them, and no later prune names those ids again. Only ids the store has
+        handed out are considered (a task's row exists before its log); bytes freed."""
+        try:
+            names = os.listdir(self._log_dir)
+        except OSError as exc:
+            log.warning("prune: cannot list %s: %s", self._log_dir, exc.strerror or exc)
+            return 0
+        found = {int(m.group(1)) for name in names if (m := _LOG_NAME.fullmatch(name))}
+        highest = self._store.max_id()
+        gone = self._store.missing_ids([i for i in found if i <= highest])
+        if gone:
+            log.info("prune: removing the logs of %d tasks deleted earlier", len(gone))
+        return self._remove_logs(sorted(gone))

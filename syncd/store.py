@@ -320,6 +320,14 @@ class Store(StoreBase):
         return task
 
     # -- queries ---------------------------------------------------------------------------
+    def missing_ids(self, ids: Collection[int]) -> set[int]:
+        """Those of `ids` with no row (deleted, or never handed out)."""
+        present: set[int] = set()
+        for chunk in chunks(list(ids)):
+            sql = f"SELECT id FROM tasks WHERE id IN ({marks(len(chunk))})"
+            present.update(row[0] for row in self._read(sql, chunk))
+        return set(ids) - present
+
     def get(self, task_id: int) -> Task | None:
         found = self._tasks("id = ?", (task_id,))
         return found[0] if found else None

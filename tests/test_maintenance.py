@@ -102,6 +102,34 @@ def test_prune_deletes_the_log_files_of_deleted_tasks_only(store, clock, log_dir
     assert result.freed_bytes >= sum(len(f"output of {i}\n") for i in result.ids) - 20
 
 
+def test_logs_left_by_a_crash_mid_prune_go_at_the_next_prune(
+    store, clock, log_dir, history, monkeypatch
+):
+    m = maintenance(store, clock, log_dir)
+    crashed = m._remove_logs
+    monkeypatch.setattr(m, "_remove_logs", lambda ids: 0)  # rows deleted, then the crash
+    first = m.prune()
+    monkeypatch.setattr(m, "_remove_logs", crashed)
+    orphans = [i for i in first.ids if (log_dir / f"{i}.log").exists()]
+    assert orphans and first.deleted == len(history["deleted"])
+    tail = log_dir / f"{orphans[0]}.log.tail"  # segments of a log that was being capped
+    tail.mkdir()
+    (tail / "00000000000000000000").write_bytes(b"x" * 100)
+    future = log_dir / f"{store.max_id() + 1}.log"  # not handed out yet: not ours to judge
+    future.write_text("?")
+    stranger = log_dir / "notes.txt"
+    stranger.write_text("an operator's file")
+    second = m.prune()
+    assert second.deleted == 0
+    assert not any((log_dir / f"{i}.log").exists() for i in first.ids)
+    assert not tail.exists()
+    assert future.exists() and stranger.exists()
+    kept_logs = sorted(int(p.name.split(".")[0]) for p in log_dir.glob("*.log"))
+    logged_kept = [i for i in history["kept"] if (log_dir / f"{i}.log").exists()]
+    assert kept_logs == sorted([*logged_kept, store.max_id() + 1])
+    assert second.freed_bytes >= 100 + sum(len(f"output of {i}\n") for i in orphans)
+
+
 def test_dry_run_deletes_nothing(store, clock, log_dir, history):
     files_before = sorted(log_dir.iterdir())
     m = maintenance(store, clock, log_dir)

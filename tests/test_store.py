@@ -167,6 +167,13 @@ def test_ids_are_never_reused(store: Store) -> None:
     assert [t.id for t, _ in batch] == [5, 6]
 
 
+def test_missing_ids_are_those_without_a_row(store: Store) -> None:
+    a, b, c = (t.id for t in queued(store, new(route="a"), new(route="b"), new(route="c")))
+    raw(store, "DELETE FROM tasks WHERE id = ?", (b,))
+    assert store.missing_ids([a, b, c, c + 1]) == {b, c + 1}
+    assert store.missing_ids([]) == set()
+
+
 def test_ids_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "syncd.db"
     s = Store.open(path)
