@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +18,8 @@ import sqlite_utils
 
 from syncd import migrations
 from syncd.clock import Clock, SystemClock
-from syncd.errors import StoreUnusable
-from syncd.models import Task
+from syncd.errors import StoreError, StoreUnusable
+from syncd.models import ErrorCode, Task
 from syncd.store_sql import MAX_ID, SELECT, chunks, marks, prune_plan, row_task, store_error
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,21 @@ _CORRUPT_HINT = (
 _ACCESS_HINT = "make the file and its directory writable by the user syncd runs as"
 _SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
 _S = TypeVar("_S", bound="StoreBase")
+_SHORTEN_AFTER_S = 0.05  # a wait for the store lock longer than this comes off busy_timeout
 
 
 class StoreBase:
     """One connection and the lock that serialises every use of it (many threads call)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock):
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, clock: Clock, busy_timeout_ms: int = 5000
+    ):
         self.path = path
         self.db = sqlite_utils.Database(conn, execute_plugins=False)  # for tests and tools
         self._conn = conn
         self._clock = clock
         self._lock = threading.RLock()
+        self._busy_ms = int(busy_timeout_ms)
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class StoreBase:
             raise StoreUnusable(str(path), f"not usable: {exc}", hint) from None
         if applied:
             log.info("store %s: migrated to schema version %s", path, applied[-1])
-        return cls(conn, path, clock or SystemClock())
+        return cls(conn, path, clock or SystemClock(), busy_timeout_ms)
 
     def close(self) -> None:
         """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
@@ -106,8 +111,7 @@ class StoreBase:
         `this_boot_only`: facts that mean nothing after a power loss (a pid, a heartbeat)
         commit without the fsync (synchronous=NORMAL): they survive a crash of the daemon,
         and the next FULL commit syncs them with it, as WAL frames are written in order."""
-        with self._lock:
-            conn = self._conn
+        with self._hold(what) as conn:
             if this_boot_only:
                 conn.execute("PRAGMA synchronous = NORMAL")
             try:
@@ -126,10 +130,33 @@ class StoreBase:
                 if this_boot_only:
                     conn.execute("PRAGMA synchronous = FULL")
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+    @contextmanager
+    def _hold(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The store lock, waited for no longer than busy_timeout, and the connection. A
+        write stuck on a foreign lock must not make each caller behind it wait a whole
+        busy_timeout more: what the lock wait used comes off SQLite's own busy timeout."""
+        start = time.monotonic()
+        if not self._lock.acquire(timeout=self._busy_ms / 1000):
+            message = f"database is busy, try again ({what}): another write is waiting for it"
+            log.warning("store %s: %s", self.path, message)
+            raise StoreError(ErrorCode.BUSY, message)
+        try:
+            waited_ms = int((time.monotonic() - start) * 1000)
+            shorten = waited_ms > _SHORTEN_AFTER_S * 1000
+            if shorten:
+                self._conn.execute(f"PRAGMA busy_timeout = {max(1, self._busy_ms - waited_ms)}")
             try:
-                return self._conn.execute(sql, params).fetchall()
+                yield self._conn
+            finally:
+                if shorten:
+                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        finally:
+            self._lock.release()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._hold("read") as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 mapped = store_error(exc, "read")
                 if mapped is not None:

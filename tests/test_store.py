@@ -885,6 +885,46 @@ def test_lock_held_longer_than_busy_timeout_is_busy(tmp_path: Path) -> None:
         s.close()
 
 
+def test_a_caller_queued_behind_a_stuck_write_answers_within_one_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """A foreign lock outlives busy_timeout; one write waits on it holding the store lock,
+    a second arrives behind it. The second answers `busy` after one busy_timeout in all,
+    not after the first's wait plus a whole busy_timeout of its own (2x before)."""
+    path = tmp_path / "syncd.db"
+    s = Store.open(path, busy_timeout_ms=1000)
+    other = sqlite3.connect(path, isolation_level=None)
+    outcomes: dict[str, Any] = {}
+
+    def write(name: str) -> None:
+        started = time.monotonic()
+        try:
+            s.set_setting(name, "x")
+            outcomes[name] = ("ok", time.monotonic() - started)
+        except StoreError as exc:
+            outcomes[name] = (exc.code, time.monotonic() - started)
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        first = threading.Thread(target=write, args=("first",))
+        first.start()
+        deadline = time.monotonic() + 5  # until the first holds the store lock (and waits)
+        while s._lock.acquire(blocking=False):
+            s._lock.release()
+            assert time.monotonic() < deadline, "the first write never took the store lock"
+            time.sleep(0.001)
+        write("second")
+        first.join(10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        s.close()
+    assert outcomes["first"][0] is ErrorCode.BUSY
+    code, waited = outcomes["second"]
+    assert code is ErrorCode.BUSY
+    assert 0.9 <= waited < 1.4, f"busy after {waited:.2f} s; budget 1 s (2x would be 2 s)"
+
+
 def test_full_disk_is_storage_error_and_nothing_half_written(store: Store) -> None:
     queued(store, new(route="before"))
     pages = raw(store, "PRAGMA page_count")[0][0]
