@@ -306,6 +306,12 @@ def run_daemon(config: Config) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The format names no caller, thread or process: do not look them up for every line
+    # (the logging HOWTO's "Optimization"; a few lines per task add up).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     rfd = _install_signal_pipe()
     # A thread that wakes (a child exited, a commit's fsync returned, a request arrived)
     # waits for the GIL up to this long while another computes: 5 ms by default, which

@@ -227,7 +227,7 @@ class Child:
             proc = subprocess.Popen(
                 argv,
                 cwd=req.cwd,
-                env=dict(req.env),
+                env=req.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -198,8 +198,9 @@ class Store(StoreBase):
             ).fetchone()
         return None if row is None else row_task(row)
 
-    def set_running_fields(self, task_id: int, **fields: Any) -> Task | None:
-        """Record facts about a running task (pid, process identity, ...); None if not running.
+    def set_running_fields(self, task_id: int, **fields: Any) -> bool:
+        """Record facts about a running task (pid, process identity, ...); False if it is
+        not running.
 
         Not fsynced: they identify a process of this boot, and a power loss ends the boot."""
         unknown = set(fields) - _SETTABLE
@@ -209,11 +210,11 @@ class Store(StoreBase):
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._write("update", this_boot_only=True) as conn:
-            row = conn.execute(
-                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running' {RETURNING}",
+            cur = conn.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
                 (*fields.values(), task_id),
-            ).fetchone()
-        return None if row is None else row_task(row)
+            )
+        return cur.rowcount > 0
 
     def finish(
         self,

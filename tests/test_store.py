@@ -366,10 +366,11 @@ def test_late_event_cannot_overwrite_a_final_state(store: Store) -> None:
 
 def test_set_running_fields_only_touches_running_tasks(store: Store) -> None:
     task = running(store)
-    updated = store.set_running_fields(task.id, pid=77, proc_starttime=5, boot_id="b")
+    assert store.set_running_fields(task.id, pid=77, proc_starttime=5, boot_id="b")
+    updated = store.get(task.id)
     assert updated is not None and updated.pid == 77 and updated.internal["boot_id"] == "b"
     other = queued(store, new(route="other"))[0]
-    assert store.set_running_fields(other.id, pid=1) is None
+    assert store.set_running_fields(other.id, pid=1) is False
     assert store.get(other.id) == other
     with pytest.raises(ValueError):
         store.set_running_fields(task.id, priority=1)
