@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd import top
+from syncd import top_screen
 from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     REPO,
     DaemonProc,
@@ -41,8 +41,8 @@ def syncctl_script(folder: Path) -> Path:
 # -- the model and the screen, without a terminal ----------------------------------------------
 
 
-def model(active: int = 2, queued: int = 3, max_workers: int = 2) -> top.Model:
-    m = top.Model(version="0.1.0", uptime=3725.0, max_workers=max_workers, connected=True)
+def model(active: int = 2, queued: int = 3, max_workers: int = 2) -> top_screen.Model:
+    m = top_screen.Model(version="0.1.0", uptime=3725.0, max_workers=max_workers, connected=True)
     for i in range(1, active + 1):
         m.active[i] = task(i, "crm", f"r{i}", status="running", started_at="2025-09-29T15:28:45Z")
         m.active[i].update(cpu_percent=12.0, rss_bytes=50 * 1024 * 1024, progress=f"page {i}")
@@ -54,7 +54,7 @@ def model(active: int = 2, queued: int = 3, max_workers: int = 2) -> top.Model:
     return m
 
 
-def text(lines: list[top.Line]) -> list[str]:
+def text(lines: list[top_screen.Line]) -> list[str]:
     return ["".join(t for t, _ in line) for line in lines]
 
 
@@ -71,7 +71,7 @@ def test_screen_fits_80x24_and_shows_every_part() -> None:
             "sync_type": "all",
         }
     ]
-    lines = top.screen(m, 80, 24, 0.0, NOW)
+    lines = top_screen.screen(m, 80, 24, 0.0, NOW)
     rows = text(lines)
     assert len(rows) == 24 and all(len(r) <= 80 for r in rows)
     assert rows[0].startswith("syncd 0.1.0  up 1h 02m  max workers 2")
@@ -93,20 +93,20 @@ def test_screen_fits_80x24_and_shows_every_part() -> None:
     [(1, 0, "AVAILABLE", "ok"), (2, 0, "BUSY", "warn"), (2, 4, "OVERLOADED", "bad")],
 )
 def test_state_indicator(active: int, queued: int, state: str, style: str) -> None:
-    lines = top.screen(model(active, queued), 80, 24, 0.0, NOW)
+    lines = top_screen.screen(model(active, queued), 80, 24, 0.0, NOW)
     assert (state, style) in lines[1]
 
 
 def test_long_queue_is_clipped_with_a_count_and_small_screens_do_not_break() -> None:
     m = model(queued=40)
-    rows = text(top.screen(m, 80, 24, 0.0, NOW))
+    rows = text(top_screen.screen(m, 80, 24, 0.0, NOW))
     assert len(rows) == 24
     shown = [r for r in rows if r[1:].split()[:1] and r[1:].split()[0].startswith("1")]
     more = [r for r in rows if "... and" in r]
     assert len(more) == 1
     assert int(more[0].split()[2]) + len([r for r in shown if "crm.q" in r]) == 40
     for width, height in [(40, 10), (20, 5), (80, 3), (200, 60)]:
-        rows = text(top.screen(m, width, height, 0.0, NOW))
+        rows = text(top_screen.screen(m, width, height, 0.0, NOW))
         assert len(rows) == height and all(len(r) <= width for r in rows)
 
 
@@ -114,7 +114,7 @@ def test_paused_and_disconnected_are_shown() -> None:
     m = model()
     m.paused = True
     m.connected, m.problem = False, "reconnecting: no daemon at /x.sock"
-    rows = text(top.screen(m, 80, 24, 0.0, NOW))
+    rows = text(top_screen.screen(m, 80, 24, 0.0, NOW))
     assert rows[1].rstrip().endswith("PAUSED")
     assert rows[2].startswith("! reconnecting: no daemon at /x.sock")
 
