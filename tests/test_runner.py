@@ -296,6 +296,35 @@ while True:
     assert live_in_group(child.pid) == []
 
 
+def test_output_of_leftovers_is_still_read_while_they_are_stopped(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    """The leader exits; a group member traps SIGTERM and writes 3 MiB (three times the
+    pipe) before leaving. Output must be read during its grace, or it would block on a
+    full pipe until SIGKILL and lose the rest."""
+    ready = tmp_path / "ready"
+    member = tmp_path / "member.py"
+    member.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(0.3)\n"
+        "for _ in range(3 * 1024):\n"
+        "    sys.stdout.write('x' * 1023 + '\\n')\n"
+        "sys.stdout.flush()\n"
+    )
+    code = f"""
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, {str(member)!r}])
+while not os.path.exists({str(ready)!r}):
+    time.sleep(0.01)
+"""
+    child = spawn(children, tmp_path, code, max_bytes=16 << 20, caller_waits=True)
+    assert child.wait() == 0
+    assert child.log.bytes_written == 3 * 1024 * 1024
+    assert live_in_group(child.pid) == []
+
+
 def test_p4_escaped_process_holding_stdout_does_not_hang_the_task(
     tmp_path: Path,
     children: list[Child],
