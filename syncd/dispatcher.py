@@ -455,32 +455,16 @@ class Dispatcher:
 
         gave_up: tuple[Task | None, Task | None] = (None, None)
         done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
-        duration = self.clock.monotonic() - rt.started_mono
-        log.info(
-            "task %d finished: %s.%s %s in %.1fs%s",
-            task.id,
-            task.source,
-            task.route,
-            status.value,
-            duration,
-            f" ({error})" if error else "",
-        )
-        if follow is not None:
-            log.info(
-                "task %d queued: %s (%s)", follow.id, follow.trigger, follow.not_before or "now"
-            )
         with self.cond:
             self.running.pop(task.id, None)
-        if done is not None:
-            self._task_event(done, wake=False)
-        if follow is not None:
-            self._task_event(follow, wake=False)
-        if follow is not None:  # a new deadline (a retry's not_before) for the loop
-            with self.cond:
-                self.cond.notify_all()
+        try:  # the end is committed: telling about it must not strand the task claimed
+            self._announce_finish(rt, outcome, done, follow)
+            if admitted:
+                self._announce_start(admitted[0])
+        except Exception:
+            log.exception("task %d: announcing its end failed", task.id)
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
-        self._announce_start(admitted[0])
         with self.cond:  # slots still free (max_workers raised meanwhile) get threads
             try:
                 self._fill_slots([], keep=False)
@@ -488,6 +472,29 @@ class Dispatcher:
                 log.warning("dispatch after task %d finished: %s", task.id, exc)
                 self.cond.notify_all()
         return admitted[0]
+
+    def _announce_finish(
+        self, rt: RunningTask, outcome: Outcome, done: Task | None, follow: Task | None
+    ) -> None:
+        task = rt.task
+        duration = self.clock.monotonic() - rt.started_mono
+        log.info(
+            "task %d finished: %s.%s %s in %.1fs%s",
+            task.id,
+            task.source,
+            task.route,
+            outcome.status.value,
+            duration,
+            f" ({outcome.error})" if outcome.error else "",
+        )
+        if follow is not None:
+            log.info(
+                "task %d queued: %s (%s)", follow.id, follow.trigger, follow.not_before or "now"
+            )
+        if done is not None:
+            self._task_event(done, wake=False)
+        if follow is not None:  # a new deadline (a retry's not_before) for the loop
+            self._task_event(follow)
 
     def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
         """A final write that must not be lost to a full disk or a foreign lock: retry every
