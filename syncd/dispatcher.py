@@ -310,9 +310,14 @@ class Dispatcher:
         return rt
 
     def _announce_start(self, rt: RunningTask) -> None:
+        """Log and publish a start. Never raises: the task is admitted and must get its
+        thread whatever happens to the telling (a busy counts query behind a pool event)."""
         task = rt.task
         log.info("task %d started: %s.%s (%s)", task.id, task.source, task.route, task.trigger)
-        self._task_event(task, wake=False)  # whoever claimed it is the one awake
+        try:
+            self._task_event(task, wake=False)  # whoever claimed it is the one awake
+        except Exception:
+            log.exception("task %d: announcing its start failed", task.id)
 
     def _launch(self, rt: RunningTask) -> None:
         rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
@@ -459,10 +464,10 @@ class Dispatcher:
             self.running.pop(task.id, None)
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)
-            if admitted:
-                self._announce_start(admitted[0])
         except Exception:
             log.exception("task %d: announcing its end failed", task.id)
+        if admitted:
+            self._announce_start(admitted[0])
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
         with self.cond:  # slots still free (max_workers raised meanwhile) get threads

@@ -225,29 +225,31 @@ def test_a_freed_slot_is_refilled_in_the_finishing_commit(
     d.store.close()
 
 
-def test_a_failing_announcement_does_not_strand_the_task_claimed_with_the_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("claim", ["by the loop", "with a finish"])
+def test_a_failing_announcement_does_not_strand_a_claimed_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claim: str
 ) -> None:
     """Someone watches events, and the counts query behind the pool event fails (a busy
-    database) right after a finish committed together with the next claim. The claimed
-    task must still run: its row is `running` and its slot taken."""
+    database) right after a task was claimed: by the loop's tick, or in the commit of the
+    task before it. The claimed task must still run: its row is `running`, its slot taken."""
     d = make_two_slots(tmp_path)
     d.set_max_workers(1)
     watcher = d.events.subscribe()
     d.set_paused(True)
     first = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
     second = d.submit(d.new_task("src", "ok2", None, None, "manual", "test"))[0]
+    victim = first if claim == "by the loop" else second
     real_counts = d.store.counts
     failed: list[bool] = []
 
-    def counts_busy_once_second_claimed() -> Any:
-        claimed = d.store.get(second.id)
-        if not failed and claimed is not None and claimed.status is Status.RUNNING:
+    def counts_busy_once_claimed() -> Any:
+        row = d.store.get(victim.id)
+        if not failed and row is not None and row.status is Status.RUNNING:
             failed.append(True)
             raise StoreError(ErrorCode.BUSY, "database is busy, try again (read)")
         return real_counts()
 
-    monkeypatch.setattr(d.store, "counts", counts_busy_once_second_claimed)
+    monkeypatch.setattr(d.store, "counts", counts_busy_once_claimed)
     d.set_paused(False)
     assert d.tick() == [first.id]
     wait_until(lambda: completed(d, first.id) and completed(d, second.id))
