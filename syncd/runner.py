@@ -387,14 +387,13 @@ class Child:
                 self._waitid(os.WNOHANG)
 
     def _waitid(self, flags: int) -> None:
+        """Has the leader exited (WNOWAIT: it stays a zombie)? With WNOHANG, maybe not yet."""
         try:
-            result = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | flags)
+            if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | flags) is None:
+                return  # WNOHANG, still running
         except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored?); Popen.wait copes
             log.warning("task %d: pid %d was reaped by someone else", self.task_id, self.pid)
-            result = None
-            self._leader_gone = True
-        if result is not None:
-            self._leader_gone = True
+        self._leader_gone = True
 
     def _poll_once(self, timeout: float | None) -> None:
         """One wait for output, its end or the leader's exit (each fd is dropped once done
