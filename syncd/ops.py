@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from syncd import __version__
 from syncd.clock import iso, parse_iso
 from syncd.errors import SyncdError
+from syncd.logread import read_log
 from syncd.models import FINAL, ErrorCode, Status, Task
-from syncd.tasklog import read_log
 
 if TYPE_CHECKING:
     from syncd.auth import Peer

@@ -11,10 +11,10 @@ Layout while the task runs:
 On close the final `<path>` is assembled (head + `\\n[syncd: N bytes omitted]\\n` + exactly the
 tail budget) in a temporary file, moved over `<path>`, and the segments are removed.
 
-Readers (`read_log`) address the log by *output offset*: the position in the stream of bytes
-the child wrote. For a log that was never capped that is the file offset; for a capped one,
-omitted bytes keep their offsets and are rendered as the marker. So a follower keeps its
-place across the cap and across the final assembly. Bytes are stored raw; invalid UTF-8 is
+Readers (logread.py) address the log by *output offset*: the position in the stream of
+bytes the child wrote. For a log that was never capped that is the file offset; for a capped
+one, omitted bytes keep their offsets and are rendered as the marker. So a follower keeps
+its place across the cap and across the final assembly. Bytes are stored raw; invalid UTF-8 is
 only replaced when read. Write failures (a full disk) never reach the caller: output is
 dropped, and the gap is shown with the same marker.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import io
 import logging
 import os
 import re
@@ -37,8 +36,8 @@ from typing import BinaryIO
 log = logging.getLogger(__name__)
 
 MARKER = b"\n[syncd: %d bytes omitted]\n"
-_MARKER_RE = re.compile(rb"\n\[syncd: ([0-9]+) bytes omitted\]\n")
-_MARKER_FIXED = len(MARKER % 0) - 1
+MARKER_RE = re.compile(rb"\n\[syncd: ([0-9]+) bytes omitted\]\n")
+MARKER_FIXED = len(MARKER % 0) - 1
 PROGRESS_PREFIX = b"::progress "
 PROGRESS_MAX = 4096
 _MIN_SEGMENT = 4096
@@ -287,7 +286,7 @@ class TaskLog:
 
     def _copy_head(self, out: BinaryIO) -> None:
         assert self._head_fd is not None
-        _copy_range(self._head_fd, 0, self._head_len, out)
+        copy_range(self._head_fd, 0, self._head_len, out)
 
     def _copy_tail(self, out: BinaryIO) -> None:
         skip = max(0, self._retained - self.tail_limit)
@@ -302,7 +301,7 @@ class TaskLog:
                 out.write(MARKER % (begin - expected))
             fd = os.open(self._tail / seg.name(), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                _copy_range(fd, first, seg.length - first, out)
+                copy_range(fd, first, seg.length - first, out)
             finally:
                 os.close(fd)
             expected = seg.start + seg.length
@@ -310,7 +309,7 @@ class TaskLog:
             out.write(MARKER % (self.bytes_written - expected))
 
 
-def _copy_range(src: int, offset: int, length: int, out: BinaryIO) -> None:
+def copy_range(src: int, offset: int, length: int, out: BinaryIO) -> None:
     while length > 0:
         chunk = os.pread(src, min(length, _COPY_CHUNK), offset)
         if not chunk:
@@ -338,115 +337,3 @@ def remove_log(path: Path) -> int:
         with contextlib.suppress(OSError):
             folder.rmdir()
     return freed
-
-
-# -- reading ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Piece:
-    start: int  # output offset
-    fd: int
-    file_offset: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
-def _final_layout(fd: int, size: int) -> tuple[int, int, int] | None:
-    """(head length, omitted bytes, marker length) if the file is an assembled capped log.
-
-    The writer makes the tail exactly `max_bytes - max_bytes // 2`, i.e. the head length or
-    one more, so the marker's position follows from the file size and the marker length."""
-    for digits in range(1, 21):
-        marker_len = _MARKER_FIXED + digits
-        for extra in (0, 1):
-            twice_head = size - marker_len - extra
-            if twice_head <= 0 or twice_head % 2:
-                continue
-            head = twice_head // 2
-            match = _MARKER_RE.fullmatch(os.pread(fd, marker_len, head))
-            if match and len(match.group(1)) == digits:
-                return head, int(match.group(1)), marker_len
-    return None
-
-
-def _open_segments(path: Path) -> list[_Piece]:
-    pieces: list[_Piece] = []
-    try:
-        names = sorted(n for n in os.listdir(tail_dir(path)) if n.isdigit())
-    except OSError:
-        return pieces
-    for name in names:
-        try:
-            fd = os.open(tail_dir(path) / name, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue  # rotated away since the listing: it becomes part of the omitted gap
-        pieces.append(_Piece(int(name), fd, 0, os.fstat(fd).st_size))
-    return pieces
-
-
-def _layout(fd: int, path: Path) -> tuple[list[_Piece], bool]:
-    size = os.fstat(fd).st_size
-    final = _final_layout(fd, size)
-    if final is not None:
-        head, omitted, marker_len = final
-        tail = _Piece(head + omitted, fd, head + marker_len, size - head - marker_len)
-        return [_Piece(0, fd, 0, head), tail], True
-    pieces = [_Piece(0, fd, 0, size)]
-    segments = _open_segments(path)
-    for seg in segments:
-        if seg.start < pieces[-1].end:  # inconsistent (a concurrent close): ignore the tail
-            for s in segments:
-                os.close(s.fd)
-            return pieces[:1], False
-        pieces.append(seg)
-    return pieces, len(pieces) > 1
-
-
-def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int, bool]:
-    """Up to `limit` bytes of output from output offset `offset`.
-
-    Returns (text, next offset, capped). Text is decoded with replacement characters and
-    shows omitted ranges as the marker line. The next offset is where the returned text ends:
-    the log's whole output length when it reaches the end, so a follower passes it back as
-    `offset`. Raises FileNotFoundError if there is no log."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pieces, capped = _layout(fd, path)
-        try:
-            data, pos = _extract(pieces, max(0, offset), max(0, limit))
-        finally:
-            for piece in pieces:
-                if piece.fd != fd:
-                    os.close(piece.fd)
-    finally:
-        os.close(fd)
-    return data.decode("utf-8", "replace"), pos, capped
-
-
-def _extract(pieces: list[_Piece], offset: int, limit: int) -> tuple[bytes, int]:
-    total = pieces[-1].end if pieces else 0
-    pos = min(offset, total)
-    out = bytearray()
-    budget = limit
-    for piece in pieces:
-        if budget <= 0:
-            break
-        if piece.end <= pos:
-            continue
-        if piece.start > pos:
-            out += MARKER % (piece.start - pos)
-            pos = piece.start
-        want = min(piece.end - pos, budget)
-        sink = io.BytesIO()
-        _copy_range(piece.fd, piece.file_offset + pos - piece.start, want, sink)
-        got = sink.getvalue()
-        out += got
-        pos += len(got)
-        budget -= len(got)
-        if len(got) < want:  # the file shrank under us: stop at what is there
-            break
-    return bytes(out), pos

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from syncd import procs, runner
+from syncd.logread import read_log
 from syncd.runner import Child, SpawnError, SpawnRequest, build_env, read_env_file
-from syncd.tasklog import read_log
 from tests.test_procs import live, live_in_group, pause, read_pids, wait_until
 
 PY = sys.executable

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd import tasklog
-from syncd.tasklog import MARKER, PROGRESS_MAX, TaskLog, read_log, remove_log, tail_dir
+from syncd.logread import read_log
+from syncd.tasklog import MARKER, PROGRESS_MAX, TaskLog, remove_log, tail_dir
 
 
 def marker(n: int) -> bytes:
