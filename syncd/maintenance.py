@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,7 @@ from syncd.cron import CronExpr
 from syncd.errors import SyncdError
 from syncd.schedules import MAX_WAIT, due_slot
 from syncd.store import Store
-from syncd.tasklog import remove_log
+from syncd.tasklog import log_task_id, remove_log
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,6 @@ STATE_NAME = "@maintenance"
 KEEP_COMPLETED = 3  # per (source, route), whatever their age
 KEEP_FAILED = 1
 _UTC = timezone.utc
-# A task's log and what a crash may leave beside it (see tasklog.remove_log).
-_LOG_NAME = re.compile(r"([0-9]+)\.log(?:\.tmp|\.tail|\.tail\.old)?")
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,7 @@ class Maintenance:
         except OSError as exc:
             log.warning("prune: cannot list %s: %s", self._log_dir, exc.strerror or exc)
             return 0
-        found = {int(m.group(1)) for name in names if (m := _LOG_NAME.fullmatch(name))}
+        found = {i for i in map(log_task_id, names) if i is not None}
         highest = self._store.max_id()
         gone = self._store.missing_ids([i for i in found if i <= highest])
         if gone:

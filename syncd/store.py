@@ -244,10 +244,9 @@ class Store(StoreBase):
         of its own. No pick, no claim.
 
         Returns (finished task, follow-up, claimed task or None)."""
-        follow_up = ending.follow_up(task_id)
         row = None
         with self._write("finish") as conn:
-            done, follow = self._finish_in(conn, task_id, ending, follow_up)
+            done, follow = self._finish_in(conn, task_id, ending)
             if pick is not None:
                 where, params = pick.where()
                 row = conn.execute(
@@ -261,8 +260,9 @@ class Store(StoreBase):
         return done, follow, None if row is None else row_task(row)
 
     def _finish_in(
-        self, conn: sqlite3.Connection, task_id: int, ending: Ending, follow_up: NewTask | None
+        self, conn: sqlite3.Connection, task_id: int, ending: Ending
     ) -> tuple[Task | None, Task | None]:
+        follow_up = ending.follow_up(task_id)  # a bad one raises: the transaction rolls back
         progress = ending.progress
         cur = conn.execute(
             "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"

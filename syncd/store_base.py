@@ -31,7 +31,7 @@ _CORRUPT_HINT = (
 _ACCESS_HINT = "make the file and its directory writable by the user syncd runs as"
 _SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
 _S = TypeVar("_S", bound="StoreBase")
-_SHORTEN_AFTER_S = 0.05  # a wait for the store lock longer than this comes off busy_timeout
+_SHORTEN_AFTER_MS = 50  # a wait for the store lock longer than this comes off busy_timeout
 
 
 class StoreBase:
@@ -142,7 +142,7 @@ class StoreBase:
             raise StoreError(ErrorCode.BUSY, message)
         try:
             waited_ms = int((time.monotonic() - start) * 1000)
-            shorten = waited_ms > _SHORTEN_AFTER_S * 1000
+            shorten = waited_ms > _SHORTEN_AFTER_MS
             if shorten:
                 self._conn.execute(f"PRAGMA busy_timeout = {max(1, self._busy_ms - waited_ms)}")
             try:
