@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 import click
 
 from syncd import __version__
-from syncd.check import render_json, render_text, run_check
-from syncd.config import ConfigError, load_config, resolve_config_path
-from syncd.errors import StoreUnusable
+from syncd.config.model import ConfigError, load_config, resolve_config_path
+from syncd.core.errors import StoreUnusable
+from syncd.daemon.check import render_json, render_text, run_check
 
 EX_SOFTWARE = 70
 EX_CONFIG = 78
@@ -47,7 +47,7 @@ def run_foreground(config_path: str | None) -> int:
         click.echo(f"syncd: config error in {path}: {len(exc.errors)} problem(s)", err=True)
         return EX_CONFIG
     try:
-        from syncd.daemon import run_daemon  # heavy (SQLite, sockets): only when running
+        from syncd.daemon.app import run_daemon  # heavy (SQLite, sockets): only when running
 
         return run_daemon(cfg)
     except StoreUnusable as exc:

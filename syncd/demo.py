@@ -21,8 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from syncd import render
-from syncd.client import Client, DaemonError, DaemonUnreachable
+from syncd.ctl import render
+from syncd.ctl.client import Client, DaemonError, DaemonUnreachable
 
 log = logging.getLogger(__name__)
 

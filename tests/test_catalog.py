@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import Config, load_config
-from syncd.routing import RouteTable
+from syncd.config.model import Config, load_config
+from syncd.config.routing import RouteTable
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "syncd"

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from syncd import __version__
-from syncd.check import render_json, run_check
 from syncd.cli import main
-from syncd.config import Config
-from syncd.errors import StoreUnusable
+from syncd.config.model import Config
+from syncd.core.errors import StoreUnusable
+from syncd.daemon.check import render_json, run_check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -218,7 +218,7 @@ def test_check_as_a_real_subprocess(tmp_path: Path, stub_path: Path) -> None:
 # -- `syncd` itself: exit 78 on config/database problems, no traceback -------------------------
 @pytest.fixture
 def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Stands in for syncd.daemon (another module's job) so the entry point is tested alone."""
+    """Stands in for syncd.daemon.app (another module's job) so the entry point is tested alone."""
     calls: dict[str, Any] = {"result": 0}
 
     def run_daemon(config: Config) -> int:
@@ -228,9 +228,9 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         result: int = calls["result"]
         return result
 
-    module = types.ModuleType("syncd.daemon")
+    module = types.ModuleType("syncd.daemon.app")
     module.run_daemon = run_daemon  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "syncd.daemon", module)
+    monkeypatch.setitem(sys.modules, "syncd.daemon.app", module)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""syncd.client against a fake daemon: a real AF_UNIX socket speaking NDJSON in a thread.
+"""syncd.ctl.client against a fake daemon: a real AF_UNIX socket speaking NDJSON in a thread.
 
 `FakeDaemon` is also what tests/test_ctl.py drives syncctl against."""
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from syncd import client as client_mod
-from syncd.client import (
+from syncd.ctl import client as client_mod
+from syncd.ctl.client import (
     Client,
     ConfigUnreadable,
     DaemonError,
@@ -353,7 +353,7 @@ def test_socket_from_config_is_loaded_lazily(
 ) -> None:
     from types import SimpleNamespace
 
-    from syncd import config
+    from syncd.config import model as config
 
     seen: list[Path] = []
 
@@ -384,8 +384,9 @@ def test_client_module_imports_nothing_heavy() -> None:
     import sys
 
     code = (
-        "import sys, syncd.client, syncd.ctl\n"
-        "heavy = {'sqlite_utils', 'psutil', 'sqlite3', 'syncd.config', 'syncd.store'}\n"
+        "import sys, syncd.ctl.client, syncd.ctl.app\n"
+        "heavy = {'sqlite_utils', 'psutil', 'sqlite3',"
+        " 'syncd.config.model', 'syncd.store.facade'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from syncd import ctl
+from syncd.ctl import app as ctl
 from tests.e2e.conftest import DaemonProc, make_daemon, workdir  # noqa: F401
 from tests.test_top import syncctl_script
 

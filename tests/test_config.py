@@ -10,7 +10,7 @@ from textwrap import dedent
 
 import pytest
 
-from syncd.config import (
+from syncd.config.model import (
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,
@@ -18,7 +18,7 @@ from syncd.config import (
     loads_config,
     resolve_config_path,
 )
-from syncd.models import OnShutdown, Overlap
+from syncd.core.models import OnShutdown, Overlap
 
 MINIMAL_SOURCE = """
 [sources.crm.routes]

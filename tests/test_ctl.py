@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from syncd import ctl
+from syncd.ctl import app as ctl
 from tests.test_client import FakeDaemon, FakeError
 from tests.test_render import STATUS, task
 
@@ -239,7 +239,7 @@ def test_socket_from_environment(fake: FakeDaemon) -> None:
 
 
 def test_unreadable_config_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncd import config
+    from syncd.config import model as config
 
     def broken(path: Path, *a: Any, **kw: Any) -> Any:
         raise config.ConfigError(str(path), [config.Problem("daemon.max_workers", "too big")])

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from syncd.clock import SystemClock
-from syncd.config import loads_config
-from syncd.dispatcher import Dispatcher
-from syncd.errors import StoreError
-from syncd.events import EventBus
-from syncd.models import ErrorCode, Status
-from syncd.routing import RouteTable
-from syncd.store import Store
+from syncd.config.model import loads_config
+from syncd.config.routing import RouteTable
+from syncd.core.clock import SystemClock
+from syncd.core.errors import StoreError
+from syncd.core.events import EventBus
+from syncd.core.models import ErrorCode, Status
+from syncd.pool.dispatcher import Dispatcher
+from syncd.store.facade import Store
 
 
 def make(tmp_path: Path) -> Dispatcher:
@@ -67,7 +67,7 @@ def test_a_final_write_that_fails_is_retried_until_it_lands(
     # A finish is written alone, or with the next claim when a slot frees: both fail.
     monkeypatch.setattr(d.store, "finish", failing_first(d.store.finish))
     monkeypatch.setattr(d.store, "finish_and_claim", failing_first(d.store.finish_and_claim))
-    monkeypatch.setattr("syncd.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("syncd.pool.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
     task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
     assert d.tick() == [task.id]
     wait_until(lambda: not d.running)
@@ -87,7 +87,7 @@ def test_stop_gives_up_a_failing_final_write_instead_of_hanging(
 
     monkeypatch.setattr(d.store, "finish", broken_finish)
     monkeypatch.setattr(d.store, "finish_and_claim", broken_finish)
-    monkeypatch.setattr("syncd.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("syncd.pool.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
     task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
     d.tick()
     wait_until(lambda: d.running[task.id].child is not None if task.id in d.running else True)

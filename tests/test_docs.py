@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from syncd.ctl import main
-from syncd.ctl_more import OP_COMMANDS
-from syncd.protocol import OPS
+from syncd.control.protocol import OPS
+from syncd.ctl.app import main
+from syncd.ctl.streams import OP_COMMANDS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from syncd import ctl
-from syncd.clock import parse_iso
+from syncd.core.clock import parse_iso
+from syncd.ctl import app as ctl
 from tests.e2e.conftest import DaemonProc, make_daemon, wait_for, workdir  # noqa: F401
 
 LONG = {"sleep": "120"}

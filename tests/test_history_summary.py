@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from syncd import ctl, render
+from syncd.ctl import app as ctl
+from syncd.ctl import render
 from tests.e2e.conftest import JOB, DaemonProc, make_daemon, workdir  # noqa: F401
 from tests.test_client import FakeDaemon
 from tests.test_render import task

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from syncd.clock import FakeClock, iso, parse_iso
-from syncd.maintenance import STATE_NAME, Maintenance
-from syncd.models import Status
-from syncd.store import NewTask, Store
+from syncd.core.clock import FakeClock, iso, parse_iso
+from syncd.core.models import Status
+from syncd.schedule.maintenance import STATE_NAME, Maintenance
+from syncd.store.facade import NewTask, Store
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -144,7 +144,7 @@ def test_dry_run_deletes_nothing(store, clock, log_dir, history):
 
 def test_an_integrity_failure_is_logged_at_error(store, clock, log_dir, monkeypatch, caplog):
     monkeypatch.setattr(store, "integrity_check", lambda: "*** in database main ***\nPage 5")
-    with caplog.at_level(logging.ERROR, logger="syncd.maintenance"):
+    with caplog.at_level(logging.ERROR, logger="syncd.schedule.maintenance"):
         result = maintenance(store, clock, log_dir).prune()
     assert result.integrity.startswith("***")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]

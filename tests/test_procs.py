@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from syncd import procs
-from syncd.procs import (
+from syncd.pool import procs
+from syncd.pool.procs import (
     PidWindow,
     ProcIdentity,
     TreeSampler,

@@ -10,10 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.events import EVENT_KINDS
-from syncd.models import ErrorCode
-from syncd.opargs import MAX_ARGS
-from syncd.protocol import (
+from syncd.control.protocol import (
     MAX_DEPTH,
     OPS,
     OpSpec,
@@ -27,6 +24,9 @@ from syncd.protocol import (
     parse_request,
     register,
 )
+from syncd.core.events import EVENT_KINDS
+from syncd.core.models import ErrorCode
+from syncd.core.opargs import MAX_ARGS
 
 SPEC_OPS = [
     "ping",

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from syncd import reconcile
-from syncd.clock import FakeClock, iso
-from syncd.models import Status, Task
-from syncd.procs import boot_id, proc_starttime
-from syncd.store import NewTask, Store
+from syncd.core.clock import FakeClock, iso
+from syncd.core.models import Status, Task
+from syncd.pool import reconcile
+from syncd.pool.procs import boot_id, proc_starttime
+from syncd.store.facade import NewTask, Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
 POLICY = reconcile.Policy(kill_grace=1.0, max_lost_requeues=3)

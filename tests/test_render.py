@@ -1,4 +1,4 @@
-"""syncd.render: the human formats of syncctl, the monitor block character for character."""
+"""syncd.ctl.render: the human formats of syncctl, the monitor block character for character."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from syncd import render
+from syncd.ctl import render
 
 NOW = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from syncd.config import Route, Source, loads_config
-from syncd.errors import SyncdError
-from syncd.models import ErrorCode
-from syncd.routing import RouteTable, render_params
+from syncd.config.model import Route, Source, loads_config
+from syncd.config.routing import RouteTable, render_params
+from syncd.core.errors import SyncdError
+from syncd.core.models import ErrorCode
 
 
 def make_route(source: str, sync_type: str, argv: tuple[str, ...], **kw: Any) -> Route:

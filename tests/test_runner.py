@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from syncd import procs, runner
-from syncd.logread import read_log
-from syncd.runner import Child, SpawnError, SpawnRequest, build_env, read_env_file
+from syncd.pool import procs, runner
+from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env, read_env_file
+from syncd.tasklog.reader import read_log
 from tests.test_procs import live, live_in_group, pause, read_pids, wait_until
 
 PY = sys.executable
@@ -233,7 +233,7 @@ time.sleep(60)
     monkeypatch.setattr(procs, "wait_gone", _short_wait_gone)
     monkeypatch.setattr(runner, "wait_gone", _short_wait_gone)
     monkeypatch.setattr(Child, "drain_seconds", 0.3)
-    with caplog.at_level(logging.WARNING, logger="syncd.runner"):
+    with caplog.at_level(logging.WARNING, logger="syncd.pool.runner"):
         child.terminate(0.2)
         assert child.wait(15) is not None
         wait_until(lambda: f"process {escaped} survived SIGKILL" in caplog.text, what="the warning")
@@ -341,7 +341,7 @@ kid = subprocess.Popen([sys.executable, "-c",
 while not os.path.exists({str(pids)!r}):
     time.sleep(0.01)
 """
-    with caplog.at_level(logging.WARNING, logger="syncd.runner"):
+    with caplog.at_level(logging.WARNING, logger="syncd.pool.runner"):
         child = spawn(children, tmp_path, code)
         assert child.wait(15) == 0
     (escaped,) = read_pids(pids, 1)

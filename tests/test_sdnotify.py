@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.sdnotify import DEFAULT_WATCHDOG_SECONDS, Notifier, watchdog_interval
+from syncd.daemon.sdnotify import DEFAULT_WATCHDOG_SECONDS, Notifier, watchdog_interval
 from tests.e2e.conftest import Conn, make_daemon, wait_for, workdir
 
 __all__ = ["make_daemon", "workdir"]  # fixtures

@@ -23,12 +23,12 @@ from typing import Any
 import psutil
 import pytest
 
-from syncd.auth import Authorizer, Peer
-from syncd.client import Client
-from syncd.errors import SyncdError
-from syncd.models import ErrorCode
-from syncd.protocol import Request
-from syncd.server import Server, SocketInUse, Stream
+from syncd.control.auth import Authorizer, Peer
+from syncd.control.protocol import Request
+from syncd.control.server import Server, SocketInUse, Stream
+from syncd.core.errors import SyncdError
+from syncd.core.models import ErrorCode
+from syncd.ctl.client import Client
 from tests.e2e.conftest import wait_for
 
 PING_BUDGET = 0.1

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from syncd import migrations
-from syncd.clock import FakeClock, iso
-from syncd.errors import StoreError, StoreUnusable, SyncdError
-from syncd.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, Status, Task
-from syncd.store import Ending, NewTask, Pick, Store
+from syncd.core.clock import FakeClock, iso
+from syncd.core.errors import StoreError, StoreUnusable, SyncdError
+from syncd.core.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, Status, Task
+from syncd.store import migrations
+from syncd.store.facade import Ending, NewTask, Pick, Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
@@ -444,8 +444,8 @@ def test_requeue_goes_to_the_front_and_keeps_lost_count(store: Store) -> None:
 FAILPOINT_CHILD = """
 import sys
 from pathlib import Path
-from syncd.models import Status
-from syncd.store import Ending, NewTask, Pick, Store
+from syncd.core.models import Status
+from syncd.store.facade import Ending, NewTask, Pick, Store
 
 store = Store.open(Path(sys.argv[1]))
 task_id = int(sys.argv[2])

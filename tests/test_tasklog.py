@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd import tasklog
-from syncd.logread import read_log
-from syncd.tasklog import MARKER, PROGRESS_MAX, TaskLog, remove_log, tail_dir
+from syncd.tasklog import writer as tasklog
+from syncd.tasklog.reader import read_log
+from syncd.tasklog.writer import MARKER, PROGRESS_MAX, TaskLog, remove_log, tail_dir
 
 
 def marker(n: int) -> bytes:

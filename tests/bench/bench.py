@@ -242,7 +242,7 @@ def floor_gap(n: int) -> list[float]:
 
 
 def row_gaps(tasks: list[dict[str, Any]]) -> list[float]:
-    from syncd.clock import parse_iso
+    from syncd.core.clock import parse_iso
 
     spans = []
     for t in tasks:
@@ -355,8 +355,8 @@ def submit_pipelined(conn: Conn, args: dict[str, Any], n: int, depth: int) -> fl
 
 def dispatch_query_ms(db: Path) -> float:
     """The store's next-task query (what one dispatch selects), in-process on the file."""
-    from syncd.clock import SystemClock, iso
-    from syncd.store import Store
+    from syncd.core.clock import SystemClock, iso
+    from syncd.store.facade import Store
 
     store = Store.open(db)
     try:
@@ -511,7 +511,7 @@ def bench_cli(args: argparse.Namespace) -> dict[str, Any]:
     with daemon(routes_of([TRUE])) as d:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         exe = shutil.which("syncctl", path=str(Path(sys.executable).parent))
-        cmd = [exe] if exe else [sys.executable, "-c", "from syncd.ctl import main; main()"]
+        cmd = [exe] if exe else [sys.executable, "-c", "from syncd.ctl.app import main; main()"]
         cmd += ["--socket", str(d.socket), "status"]
         subprocess.run(cmd, env=env, check=True, capture_output=True)  # warm the page cache
         times = timed(lambda: subprocess.run(cmd, env=env, check=True, capture_output=True), 20)

@@ -260,7 +260,7 @@ def kill_orphaned_tasks(db: Path) -> None:
     """A daemon killed with SIGKILL leaves its tasks running: stop each task's group that is
     provably the one recorded (same pid, start time and boot), so no test's leftovers load
     the machine under the next one."""
-    from syncd.procs import ProcIdentity
+    from syncd.pool.procs import ProcIdentity
 
     if not db.exists():
         return

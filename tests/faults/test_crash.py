@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from syncd.procs import boot_id, proc_starttime
+from syncd.pool.procs import boot_id, proc_starttime
 from tests.e2e.conftest import REPO, Conn, DaemonProc, wait_for
 from tests.faults.conftest import (
     SLEEPER,

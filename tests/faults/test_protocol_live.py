@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from syncd.client import Client
+from syncd.ctl.client import Client
 from tests.faults.conftest_part2 import (
     Conn,
     DaemonProc,

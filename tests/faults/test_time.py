@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from syncd.clock import FakeClock
-from syncd.config import DaemonSettings, Route
-from syncd.dispatcher import KILL_STALE, KILL_TIMEOUT, RunningTask
-from syncd.models import Status, Task
-from syncd.monitor import Monitor
-from syncd.procs import TreeSample
+from syncd.config.model import DaemonSettings, Route
+from syncd.core.clock import FakeClock
+from syncd.core.models import Status, Task
+from syncd.pool.dispatcher import KILL_STALE, KILL_TIMEOUT, RunningTask
+from syncd.pool.monitor import Monitor
+from syncd.pool.procs import TreeSample
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

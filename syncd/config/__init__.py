@@ -1,0 +1,1 @@
+"""The configuration: frozen dataclasses, strict TOML readers, routes, reload diffs."""

@@ -1,0 +1,167 @@
+"""TOML → frozen dataclasses. Every problem names its TOML key path and echoes the bad value,
+and the loader reports every problem it finds, so one `syncd check` run shows them all."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from syncd.core.models import OnShutdown, Overlap
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem: `path` is the TOML key path (`sources.crm.routes.contacts`)."""
+
+    path: str
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every error found (not just the first),
+    then the warnings (severity "warning") found along the way."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    max_workers: int = 2
+    stale_minutes: float = 30.0
+    retention_minutes: float = 60.0
+    history_days: float = 30.0
+    prune_at: str = "30 3 * * *"
+    state_dir: Path = Path()
+    socket: Path = Path()
+    socket_mode: int = 0o660
+    kill_grace_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    default_priority: int = 5
+    log_max_bytes: int = 10 * 1024 * 1024
+    on_shutdown: OnShutdown = OnShutdown.REQUEUE
+    max_lost_requeues: int = 3
+    control_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """What runs for one (source, sync_type): the full argv and its inherited settings."""
+
+    source: str
+    sync_type: str
+    argv: tuple[str, ...]
+    cwd: Path | None
+    env: Mapping[str, str]
+    env_file: Path | None
+    timeout_minutes: float
+    retries: int
+    retry_backoff_seconds: float
+    allowed_params: tuple[str, ...]
+    priority: int
+    key_path: str  # e.g. "sources.crm.routes.contacts", for messages
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    max_concurrent: int | None
+    fallback: str | None
+    routes: Mapping[str, Route]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str
+    source: str
+    sync_type: str
+    timezone: str = "UTC"
+    priority: int | None = None
+    overlap: Overlap = Overlap.SKIP
+    catch_up: bool = True
+    starting_deadline_seconds: float | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    daemon: DaemonSettings
+    sources: Mapping[str, Source]
+    schedules: tuple[Schedule, ...]
+    warnings: tuple[Problem, ...] = ()
+    # where each [daemon] setting came from: "default" | "file" | "env"
+    origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+DEFAULT_CONFIG_PATH = Path("/etc/syncd/syncd.toml")
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
+    """--config, else $SYNCD_CONFIG, else /etc/syncd/syncd.toml."""
+    if cli_path:
+        return Path(cli_path)
+    if env.get("SYNCD_CONFIG"):
+        return Path(env["SYNCD_CONFIG"])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; ConfigError lists every problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem(str(path), f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        problem = Problem(str(path), f"not UTF-8 text (byte {exc.start})")
+        raise ConfigError(str(path), [problem]) from None
+    path = path.absolute()
+    cfg = loads_config(text, base_dir=path.parent, env=env, source_name=str(path))
+    return replace(cfg, path=path)
+
+
+def loads_config(
+    text: str,
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    source_name: str = "<string>",
+) -> Config:
+    """Validate TOML text; relative paths in it are relative to `base_dir`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problem = Problem(source_name, f"TOML syntax error: {exc}")
+        raise ConfigError(source_name, [problem]) from None
+    from syncd.config.load import Loader  # it builds the dataclasses above
+
+    loader = Loader(os.environ if env is None else env, base_dir)
+    cfg = loader.load(raw)
+    problems = [Problem(p, m) for p, m in loader.c.errors]
+    warnings = [Problem(p, m, "warning") for p, m in loader.c.warnings]
+    if problems or cfg is None:
+        raise ConfigError(source_name, problems + warnings)
+    return replace(cfg, warnings=tuple(warnings))

@@ -1,0 +1,1 @@
+"""The control socket: framing, authorization, connections and the op handlers."""

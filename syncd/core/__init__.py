@@ -1,0 +1,1 @@
+"""The shared vocabulary: models, status enums, errors, clocks, events. Stdlib only."""

@@ -1,0 +1,1 @@
+"""`syncctl top`: a pure screen model and the curses loop that drives it."""

@@ -1,0 +1,1 @@
+"""The `syncd` daemon: composition root, start-up, shutdown, systemd notify, check."""

@@ -1,0 +1,1 @@
+"""Running tasks: child processes, the dispatcher, the monitor, crash reconciliation."""

@@ -1,0 +1,557 @@
+"""The pool: slot accounting (global, per source, per route), dispatch in priority/FIFO order,
+one worker thread per running task, and the one submit path everything enqueues through.
+
+Dispatch is event-driven: submits, finishes and config changes notify `cond`; the daemon's
+loop waits on it until the next deadline and calls `tick()`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from syncd.config.model import DaemonSettings, Route
+from syncd.config.routing import RouteTable
+from syncd.core.clock import Clock, iso
+from syncd.core.errors import SyncdError
+from syncd.core.events import EventBus
+from syncd.core.models import ErrorCode, Status, Task
+from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.store.facade import Ending, NewTask, Pick, Store, failpoint
+
+log = logging.getLogger(__name__)
+
+# Why a running task is being killed; decides its final status and message.
+KILL_CANCEL = "cancel"
+KILL_TIMEOUT = "timeout"
+KILL_STALE = "stale"
+KILL_SHUTDOWN = "shutdown"
+
+PERSIST_RETRY_SECONDS = 1.0
+T = TypeVar("T")
+
+
+@dataclass
+class RunningTask:
+    """What the daemon knows about one running task beyond its row."""
+
+    task: Task
+    route: Route | None
+    started_mono: float
+    last_progress_mono: float
+    child: Child | None = None
+    kill_reason: str | None = None
+    kill_detail: str | None = None
+    last_cpu: float = 0.0
+    last_io: int = 0
+    last_output: int = 0
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class Outcome(NamedTuple):
+    """How a task ended, before it is recorded."""
+
+    status: Status
+    exit_code: int | None
+    error: str | None
+
+
+def _minutes(value: float) -> str:
+    return f"{value:g} min"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        routes: RouteTable,
+        settings: DaemonSettings,
+        clock: Clock,
+        events: EventBus,
+        base_env: Mapping[str, str] | None = None,
+        child_factory: Callable[[SpawnRequest], Child] = Child.start,
+    ):
+        self.store = store
+        self.routes = routes
+        self.settings = settings
+        self.clock = clock
+        self.events = events
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.child_factory = child_factory
+        self.cond = threading.Condition()
+        self.running: dict[int, RunningTask] = {}
+        self.stopping = False
+        self.paused = store.get_setting("paused") == "1"
+        # The runtime max_workers override, read once: every dispatch consults it, and only
+        # set_max_workers changes it (a SQLite read per tick was a measurable share of one).
+        override = store.get_setting("max_workers")
+        self._max_workers_override = int(override) if override else None
+        self.log_dir = settings.state_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def max_workers(self) -> int:
+        override = self._max_workers_override
+        return override if override is not None else self.settings.max_workers
+
+    def set_max_workers(self, value: int | None) -> None:
+        """Persisted runtime override; None returns to file/env. Lowering never kills."""
+        self.store.set_setting("max_workers", None if value is None else str(value))
+        with self.cond:
+            self._max_workers_override = value
+        self._changed("pool")
+
+    def set_paused(self, paused: bool) -> None:
+        self.store.set_setting("paused", "1" if paused else None)
+        with self.cond:
+            self.paused = paused
+        self._changed("pool")
+
+    def update_config(self, routes: RouteTable, settings: DaemonSettings) -> None:
+        with self.cond:
+            self.routes = routes
+            self.settings = settings
+        self._changed("config")
+
+    # -- submit -----------------------------------------------------------------------------
+    def new_task(
+        self,
+        source: str,
+        sync_type: str | None,
+        params: Mapping[str, Any] | None,
+        priority: int | None,
+        trigger: str,
+        requested_by: str | None,
+    ) -> NewTask:
+        res = self.routes.resolve(source, sync_type, params)
+        return NewTask(
+            source=res.source,
+            sync_type=res.sync_type,
+            route=res.route.sync_type,
+            argv=list(res.argv),
+            params=dict(res.params),
+            priority=res.route.priority if priority is None else priority,
+            trigger=trigger,
+            requested_by=requested_by,
+        )
+
+    def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
+        return self.submit_group([(new, allow_duplicate)])[0]
+
+    def submit_group(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
+        """Submits committed together (pipelined on one connection), each logged and
+        announced as its own; unlike submit_many, one event per task."""
+        results = self.store.enqueue_many(items)
+        for (new, _), (task, coalesced) in zip(items, results, strict=True):
+            what = "coalesced" if coalesced else "queued"
+            log.info("task %d %s: %s.%s (%s)", task.id, what, task.source, task.route, new.trigger)
+            self._task_event(task, wake=False)
+        if results and not self.paused:  # paused: nothing for the loop to do (resume wakes it)
+            self.wake()
+        return results
+
+    def submit_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
+        results = self.store.enqueue_many(items)
+        log.info("submit_many: %d items, %d new", len(results), sum(not c for _, c in results))
+        self._changed("pool", wake=not self.paused)
+        return results
+
+    # -- cancel -----------------------------------------------------------------------------
+    def cancel(self, ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+        tasks = {i: self.store.get(i) for i in ids}
+        unknown = [i for i, t in tasks.items() if t is None]
+        if unknown:
+            raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {unknown[0]}", {"unknown": unknown})
+        cancelled: list[int] = []
+        skipped: list[dict[str, Any]] = []
+        # Under `cond` throughout: no slot is refilled until every id is handled, so a
+        # queued task named here cannot start in the slot of a running one killed here.
+        with self.cond:
+            for task_id in ids:
+                if self.cancel_one(task_id):
+                    cancelled.append(task_id)
+                else:
+                    current = self.store.get(task_id)
+                    assert current is not None
+                    skipped.append({"id": task_id, "status": current.status.value})
+        return cancelled, skipped
+
+    def cancel_one(self, task_id: int, reason: str = KILL_CANCEL) -> bool:
+        """Cancel a queued task at once, or kill a running one (it ends `cancelled`)."""
+        with self.cond:
+            rt = self.running.get(task_id)
+            if rt is not None:
+                self._kill(rt, reason)
+                return True
+        done = self.store.cancel_queued([task_id], finished_at=iso(self.clock.now()))
+        if done:
+            task = self.store.get(task_id)
+            if task is not None:
+                log.info("task %d cancelled while queued", task_id)
+                self._task_event(task)
+            self.wake()
+        return bool(done)
+
+    def kill(self, task_id: int, reason: str, detail: str | None = None) -> bool:
+        with self.cond:
+            rt = self.running.get(task_id)
+            if rt is None:
+                return False
+            self._kill(rt, reason, detail)
+            return True
+
+    def _kill(self, rt: RunningTask, reason: str, detail: str | None = None) -> None:
+        if rt.kill_reason is None:
+            rt.kill_reason = reason
+            rt.kill_detail = detail
+            log.info("task %d: killing (%s)", rt.task.id, detail or reason)
+        if rt.child is not None:
+            rt.child.terminate(self.settings.kill_grace_seconds)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def tick(self) -> list[int]:
+        """Start queued tasks while slots are free; returns the ids started."""
+        started: list[int] = []
+        with self.cond:
+            self._fill_slots(started, keep=False)
+        return started
+
+    def _fill_slots(self, started: list[int], *, keep: bool) -> RunningTask | None:
+        """Claim queued tasks while slots are free (caller holds `cond`), each on a thread of
+        its own; with `keep`, the first is returned to run in the caller's thread instead.
+        Every task claimed gets its thread even if a later claim fails: a claimed row with
+        no thread would hold its slot for ever."""
+        kept: RunningTask | None = None
+        try:
+            while True:
+                task = self._next_candidate()
+                if task is None:
+                    break
+                rt = self._start(task)
+                if rt is None:
+                    continue
+                started.append(rt.task.id)
+                if keep and kept is None:
+                    kept = rt
+                else:
+                    self._launch(rt)
+        except BaseException:
+            if kept is not None:
+                self._launch(kept)
+            raise
+        return kept
+
+    def _pick(self, finishing: int | None = None) -> Pick | None:
+        """What the next claim may take given the running tasks (the one `finishing` no
+        longer counts); None when no slot is free. Caller holds `cond`."""
+        others = [rt for rt in self.running.values() if rt.task.id != finishing]
+        if self.paused or self.stopping or len(others) >= self.max_workers:
+            return None
+        per_source: dict[str, int] = {}
+        for rt in others:
+            per_source[rt.task.source] = per_source.get(rt.task.source, 0) + 1
+        full_sources = set()
+        for name, count in per_source.items():
+            src = self.routes.source(name)
+            if src is not None and src.max_concurrent is not None and count >= src.max_concurrent:
+                full_sources.add(name)
+        busy_routes = {(rt.task.source, rt.task.route) for rt in others}
+        return Pick(iso(self.clock.now()), full_sources, busy_routes)
+
+    def _next_candidate(self) -> Task | None:
+        pick = self._pick()
+        if pick is None:
+            return None
+        return self.store.next_queued(
+            pick.now, exclude_sources=pick.exclude_sources, exclude_routes=pick.exclude_routes
+        )
+
+    def _start(self, task: Task) -> RunningTask | None:
+        """Claim the task (queued -> running, committed) and give it a slot."""
+        now = self.clock.now()
+        claimed = self.store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=iso(now))
+        if claimed is None:
+            return None
+        failpoint("after_claim")  # crash tests: a task whose start kills the daemon
+        rt = self._admit(claimed)
+        self._announce_start(rt)
+        return rt
+
+    def _admit(self, claimed: Task) -> RunningTask:
+        """Give a claimed task its slot (caller holds `cond`)."""
+        route = self.routes.route(claimed.source, claimed.route)
+        mono = self.clock.monotonic()
+        rt = RunningTask(task=claimed, route=route, started_mono=mono, last_progress_mono=mono)
+        self.running[claimed.id] = rt
+        return rt
+
+    def _announce_start(self, rt: RunningTask) -> None:
+        """Log and publish a start. Never raises: the task is admitted and must get its
+        thread whatever happens to the telling (a busy counts query behind a pool event)."""
+        task = rt.task
+        log.info("task %d started: %s.%s (%s)", task.id, task.source, task.route, task.trigger)
+        try:
+            self._task_event(task, wake=False)  # whoever claimed it is the one awake
+        except Exception:
+            log.exception("task %d: announcing its start failed", task.id)
+
+    def _launch(self, rt: RunningTask) -> None:
+        rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
+        rt.thread.daemon = True
+        rt.thread.start()
+
+    def next_deadline(self) -> float | None:
+        """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
+        nb = self.store.next_not_before()
+        if nb is None:
+            return None
+        from syncd.core.clock import parse_iso
+
+        when = parse_iso(nb)
+        assert when is not None
+        return max(0.0, (when - self.clock.now()).total_seconds())
+
+    # -- one task ---------------------------------------------------------------------------
+    def _work(self, first: RunningTask) -> None:
+        """Run a task, then, while queued tasks fit in the slot it freed, the next one in
+        this same thread: the slot-free -> next-start gap is one transaction (the finish and
+        the next claim share it), with no wake-up of the loop thread and no thread to start."""
+        rt: RunningTask | None = first
+        while rt is not None:
+            me = threading.current_thread()
+            me.name, rt.thread = f"task-{rt.task.id}", me
+            current = rt
+            try:
+                outcome = self._run_child(current)
+            except Exception:  # a bug must not leave the row running and the slot taken
+                log.exception("task %d: internal error in its worker", current.task.id)
+                outcome = Outcome(Status.FAILED, None, "internal error in syncd (see daemon log)")
+            try:
+                rt = self._finish(current, outcome)
+            except Exception:  # the row stays running (reconciled at the next start)
+                log.exception("task %d: recording its end failed", current.task.id)
+                with self.cond:
+                    self.running.pop(current.task.id, None)
+                    self.cond.notify_all()  # the loop refills the slot
+                rt = None
+
+    def _run_child(self, rt: RunningTask) -> Outcome:
+        task = rt.task
+        route = rt.route
+        if route is None:
+            error = f"unknown_route: {task.source}.{task.route} is no longer configured"
+            return Outcome(Status.FAILED, None, error)
+        if rt.kill_reason is not None:
+            return self._killed(rt, None)
+        try:
+            env = build_env(
+                self.base_env,
+                route.env_file,
+                route.env,
+                {
+                    "SYNCD_TASK_ID": str(task.id),
+                    "SYNCD_SOURCE": task.source,
+                    "SYNCD_SYNC_TYPE": task.sync_type,
+                    "SYNCD_ATTEMPT": str(task.attempt),
+                },
+            )
+            child = self.child_factory(
+                SpawnRequest(
+                    task_id=task.id,
+                    argv=task.argv,
+                    cwd=route.cwd,
+                    env=env,
+                    log_path=self.log_dir / f"{task.id}.log",
+                    log_max_bytes=self.settings.log_max_bytes,
+                    caller_waits=True,
+                )
+            )
+        except SpawnError as exc:
+            log.warning("task %d: spawn error: %s", task.id, exc)
+            return Outcome(Status.FAILED, None, f"spawn error: {exc}")
+        with self.cond:
+            rt.child = child
+            if rt.kill_reason is not None:
+                child.terminate(self.settings.kill_grace_seconds)
+        try:
+            self.store.set_running_fields(
+                task.id,
+                pid=child.pid,
+                proc_starttime=child.identity.starttime,
+                boot_id=child.identity.boot_id,
+            )
+        except SyncdError as exc:  # supervision goes on; only crash recovery needs the pid
+            log.warning("task %d: pid %d not recorded: %s", task.id, child.pid, exc.message)
+        code = child.wait()
+        assert code is not None
+        if rt.kill_reason is not None:
+            return self._killed(rt, code)
+        if code == 0:
+            return Outcome(Status.COMPLETED, 0, None)
+        return Outcome(Status.FAILED, code, describe_exit(code))
+
+    def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
+        reason = rt.kill_reason
+        if reason == KILL_CANCEL:
+            return Outcome(Status.CANCELLED, code, "cancelled")
+        if reason == KILL_SHUTDOWN:
+            return Outcome(Status.FAILED, code, "interrupted by shutdown")
+        return Outcome(Status.FAILED, code, rt.kill_detail or str(reason))
+
+    def _finish(self, rt: RunningTask, outcome: Outcome) -> RunningTask | None:
+        """Record how the task ended, claim the next task for the freed slot in the same
+        transaction and return it for the caller's thread to run (other free slots, if
+        any, get threads of their own)."""
+        task = rt.task
+        status, code, error = outcome
+        now = self.clock.now()
+        retry = requeue = None
+        if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
+            if self.settings.on_shutdown.value == "requeue":
+                requeue = NewTask.follow_up(task, f"requeue:{task.id}", front=True)
+        elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
+            backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
+            backoff *= 1 + random.uniform(0, 0.1)
+            retry = NewTask.follow_up(
+                task,
+                f"retry:{task.id}",
+                attempt=task.attempt + 1,
+                not_before=iso(now + timedelta(seconds=backoff)),
+            )
+        progress = rt.child.log.progress if rt.child is not None else None
+        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress)
+        admitted: list[RunningTask] = []
+
+        def write() -> tuple[Task | None, Task | None]:
+            with self.cond:  # the claim must see the pool as it is until it is admitted
+                pick = self._pick(finishing=task.id)
+                done, follow, claimed = self.store.finish_and_claim(
+                    task.id, ending, pick, iso(now) or ""
+                )
+                self.running.pop(task.id, None)
+                if claimed is not None:
+                    failpoint("after_claim")
+                    admitted.append(self._admit(claimed))
+                return done, follow
+
+        gave_up: tuple[Task | None, Task | None] = (None, None)
+        done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
+        with self.cond:
+            self.running.pop(task.id, None)
+        try:  # the end is committed: telling about it must not strand the task claimed
+            self._announce_finish(rt, outcome, done, follow)
+        except Exception:
+            log.exception("task %d: announcing its end failed", task.id)
+        if admitted:
+            self._announce_start(admitted[0])
+        if not admitted:  # nothing fitted the freed slot, so nothing fits any other
+            return None
+        with self.cond:  # slots still free (max_workers raised meanwhile) get threads
+            try:
+                self._fill_slots([], keep=False)
+            except Exception as exc:  # e.g. the database is busy: the loop retries
+                log.warning("dispatch after task %d finished: %s", task.id, exc)
+                self.cond.notify_all()
+        return admitted[0]
+
+    def _announce_finish(
+        self, rt: RunningTask, outcome: Outcome, done: Task | None, follow: Task | None
+    ) -> None:
+        task = rt.task
+        duration = self.clock.monotonic() - rt.started_mono
+        log.info(
+            "task %d finished: %s.%s %s in %.1fs%s",
+            task.id,
+            task.source,
+            task.route,
+            outcome.status.value,
+            duration,
+            f" ({outcome.error})" if outcome.error else "",
+        )
+        if follow is not None:
+            log.info(
+                "task %d queued: %s (%s)", follow.id, follow.trigger, follow.not_before or "now"
+            )
+        if done is not None:
+            self._task_event(done, wake=False)
+        if follow is not None:  # a new deadline (a retry's not_before) for the loop
+            self._task_event(follow)
+
+    def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
+        """A final write that must not be lost to a full disk or a foreign lock: retry every
+        second until it lands. On shutdown it gives up (the row stays `running`, and the next
+        start reconciles it as lost), so a dead disk cannot hang the stop."""
+        while True:
+            try:
+                return write()
+            except SyncdError as exc:
+                if self.stopping:
+                    log.error("%s not recorded (%s); reconciled at next start", what, exc.message)
+                    return gave_up
+                log.warning("%s not recorded yet (%s); retrying", what, exc.message)
+            with self.cond:
+                self.cond.wait(PERSIST_RETRY_SECONDS)
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def stop(self, timeout: float) -> None:
+        """Stop dispatching, kill every running task and wait for their rows to be final."""
+        with self.cond:
+            self.stopping = True
+            for rt in list(self.running.values()):
+                self._kill(rt, KILL_SHUTDOWN)
+            threads = [rt.thread for rt in self.running.values() if rt.thread is not None]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- events -----------------------------------------------------------------------------
+    def _task_event(self, task: Task, *, wake: bool = True) -> None:
+        if self.events.subscriber_count:  # nobody watching: build no event at all
+            self.events.publish(
+                {
+                    "event": "task",
+                    "at": iso(self.clock.now()),
+                    "task": task.to_dict(),
+                    "status": task.status.value,
+                }
+            )
+        self._changed("pool", wake=wake)
+
+    def _changed(self, kind: str, *, wake: bool = True) -> None:
+        # The pool event costs a counts() query: only pay for it when someone watches.
+        if kind == "pool" and self.events.subscriber_count:
+            counts = self.store.counts()
+            status = {"running": len(self.running), "queued": counts.get("queued", 0)}
+            self.events.publish({"event": "pool", "at": iso(self.clock.now()), "status": status})
+        elif kind != "pool":
+            self.events.publish({"event": kind, "at": iso(self.clock.now())})
+        if wake:
+            self.wake()
+
+
+def log_path(state_dir: Path, task_id: int) -> Path:
+    return state_dir / "logs" / f"{task_id}.log"

@@ -1,0 +1,126 @@
+"""Startup recovery (SPEC 5.7): rows a previous daemon instance left `running`.
+
+Each such task is failed as lost and requeued at the front of its priority, within the
+poison-pill cap (`max_lost_requeues`), in the same transaction as the failure. Before that, a
+process that is provably the task's own (pid + kernel start time + boot id all match what was
+stored at spawn) is killed with its group; a recycled pid or another boot is never signalled.
+
+All left-over groups are killed at the same time (SIGTERM to all, one shared grace period,
+SIGKILL to what is left), so a restart with several hung tasks costs one grace period, not
+one per task: reconciliation runs before the socket is bound, and systemd waits for READY=1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from syncd.core.clock import Clock, iso
+from syncd.core.models import Status, Task
+from syncd.pool.procs import ProcIdentity, kill_identified_group
+from syncd.store.facade import NewTask, Store
+
+log = logging.getLogger(__name__)
+
+LOST_ON_RESTART = "lost: daemon restarted"
+LOST_NO_PROCESS = "lost: no live process"
+_MAX_KILL_THREADS = 64  # max_workers' upper bound: every left-over group in one round
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings reconciliation needs, read from the config at the moment it runs."""
+
+    kill_grace: float
+    max_lost_requeues: int
+
+
+def identity_of(task: Task) -> ProcIdentity | None:
+    """What was stored at spawn to recognise the task's process; None if it never got that
+    far (claimed, then the daemon died before the child was recorded)."""
+    internal = task.internal
+    starttime, boot = internal.get("proc_starttime"), internal.get("boot_id")
+    if not task.pid or starttime is None or not boot:
+        return None
+    return ProcIdentity(int(task.pid), int(starttime), str(boot))
+
+
+def kill_left_overs(tasks: Sequence[Task], grace: float) -> list[int]:
+    """Kill every task's own live process group concurrently; returns the ids signalled.
+
+    One thread per group runs procs.kill_identified_group (identity check, SIGTERM, wait up
+    to `grace`, SIGKILL); started together, they share one grace period."""
+    targets = [(t.id, ident) for t in tasks if (ident := identity_of(t)) is not None]
+    if not targets:
+        return []
+    workers = min(len(targets), _MAX_KILL_THREADS)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-kill") as pool:
+        results = list(pool.map(lambda t: kill_identified_group(t[1], grace), targets))
+    killed = [task_id for (task_id, _), sent in zip(targets, results, strict=True) if sent]
+    for (task_id, ident), sent in zip(targets, results, strict=True):
+        if sent:
+            log.warning("task %d: killed its left-over process group %d", task_id, ident.pid)
+    return killed
+
+
+def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) -> Task | None:
+    """Fail one lost task and requeue it (front of its priority) unless its chain of lost
+    requeues has reached `cap`; returns the requeued task, if any. The failure and the
+    requeue are one transaction, and the requeue is created at most once per task."""
+    lost_count = int(task.internal.get("lost_count") or 0) + 1
+    requeue = None
+    if lost_count > cap:
+        error = f"lost {lost_count} times, not requeued"
+    else:
+        requeue = NewTask.follow_up(task, f"requeue:{task.id}", lost_count=lost_count, front=True)
+    done, follow = store.finish(
+        task.id,
+        Status.FAILED,
+        finished_at=iso(clock.now()) or "",
+        exit_code=None,
+        error=error,
+        retry=None,
+        requeue=requeue,
+    )
+    if done is None:  # it stopped being `running` meanwhile (fix-stuck racing a finish)
+        return None
+    log.warning(
+        "task %d %s.%s: %s%s",
+        task.id,
+        task.source,
+        task.route,
+        error,
+        f"; requeued as task {follow.id}" if follow else "",
+    )
+    return follow
+
+
+def reconcile(
+    store: Store, clock: Clock, tasks: Sequence[Task], error: str, policy: Policy
+) -> None:
+    """Kill the tasks' own left-over groups (all at once), then fail and requeue each."""
+    kill_left_overs(tasks, policy.kill_grace)
+    for task in tasks:
+        reconcile_one(store, clock, task, error, policy.max_lost_requeues)
+
+
+def reconcile_lost(store: Store, clock: Clock, policy: Policy) -> list[int]:
+    """At start, before the socket is bound: every `running` row belongs to a previous
+    instance. Returns their ids."""
+    lost = store.tasks_with_status(Status.RUNNING)
+    if lost:
+        log.warning("reconciling %d task(s) left running by a previous instance", len(lost))
+    reconcile(store, clock, lost, LOST_ON_RESTART, policy)
+    return [t.id for t in lost]
+
+
+def reconcile_orphans(
+    store: Store, clock: Clock, orphans: Collection[Task], policy: Policy
+) -> list[int]:
+    """At run time (fix-stuck): rows `running` that this daemon is not running. The caller
+    lists them under the dispatcher's lock, so a task being claimed is never among them."""
+    found = sorted(orphans, key=lambda t: t.id)
+    reconcile(store, clock, found, LOST_NO_PROCESS, policy)
+    return [t.id for t in found]

@@ -1,0 +1,1 @@
+"""Time-driven work: cron schedules firing into the one submit path, and maintenance."""

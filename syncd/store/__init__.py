@@ -1,0 +1,1 @@
+"""The durable queue and history in SQLite: the only package that imports sqlite3."""

@@ -1,0 +1,298 @@
+"""The connection half of the store: open (pragmas, quick_check, migrations, a write
+probe), the lock and transaction helpers every write goes through, and the small tables
+beside the queue (settings, schedule state) plus maintenance. store.py adds the tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from syncd.core.clock import Clock, SystemClock
+from syncd.core.errors import StoreError, StoreUnusable
+from syncd.core.models import ErrorCode, Task
+from syncd.store import migrations
+from syncd.store.rows import MAX_ID, SELECT, chunks, marks, prune_plan, row_task, store_error
+
+log = logging.getLogger(__name__)
+
+_CORRUPT_HINT = (
+    "move the file aside (or restore a backup, or try `sqlite3 FILE .recover`) and start "
+    "syncd again; it creates a new empty database"
+)
+_ACCESS_HINT = "make the file and its directory writable by the user syncd runs as"
+_SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
+_S = TypeVar("_S", bound="StoreBase")
+_SHORTEN_AFTER_MS = 50  # a wait for the store lock longer than this comes off busy_timeout
+
+
+class StoreBase:
+    """One connection and the lock that serialises every use of it (many threads call)."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, clock: Clock, busy_timeout_ms: int = 5000
+    ):
+        self.path = path
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)  # for tests and tools
+        self._conn = conn
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._busy_ms = int(busy_timeout_ms)
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls: type[_S], path: Path, clock: Clock | None = None, *, busy_timeout_ms: int = 5000
+    ) -> _S:
+        """Open (creating if needed), check and migrate; StoreUnusable if that cannot work."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnusable(str(path), f"cannot open: {exc}", _ACCESS_HINT) from None
+        try:
+            _prepare(conn, busy_timeout_ms)
+            problems = "; ".join(" ".join(r[0].split()) for r in conn.execute("PRAGMA quick_check"))
+            if problems != "ok":
+                raise StoreUnusable(str(path), f"quick_check failed: {problems}", _CORRUPT_HINT)
+            applied = migrations.migrate(conn)
+            # Prove the file, its directory (-wal, -shm) and the disk take a commit now, so
+            # a read-only state dir fails at start and not at the first submit.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"PRAGMA user_version = {migrations.version(conn)}")
+            conn.execute("COMMIT")
+        except StoreUnusable:
+            conn.close()
+            raise
+        except migrations.SchemaTooNew as exc:
+            conn.close()
+            raise StoreUnusable(str(path), str(exc), "upgrade syncd") from None
+        except sqlite3.Error as exc:
+            conn.close()
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            access = name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"))
+            access = access or any(w in str(exc) for w in ("readonly", "unable to open"))
+            hint = _ACCESS_HINT if access else _CORRUPT_HINT
+            raise StoreUnusable(str(path), f"not usable: {exc}", hint) from None
+        if applied:
+            log.info("store %s: migrated to schema version %s", path, applied[-1])
+        return cls(conn, path, clock or SystemClock(), busy_timeout_ms)
+
+    def close(self) -> None:
+        """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._conn.execute("PRAGMA analysis_limit = 400")
+                self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:
+                log.warning("store %s: optimize at close failed: %s", self.path, exc)
+            self._conn.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def _write(self, what: str, *, this_boot_only: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written.
+
+        `this_boot_only`: facts that mean nothing after a power loss (a pid, a heartbeat)
+        commit without the fsync (synchronous=NORMAL): they survive a crash of the daemon,
+        and the next FULL commit syncs them with it, as WAL frames are written in order."""
+        with self._hold(what) as conn:
+            if this_boot_only:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    mapped = store_error(exc, what)
+                    if mapped is not None:
+                        log.warning("store %s: %s", self.path, mapped.message)
+                        raise mapped from exc
+                raise
+            finally:
+                if this_boot_only:
+                    conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def _hold(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The store lock, waited for no longer than busy_timeout, and the connection. A
+        write stuck on a foreign lock must not make each caller behind it wait a whole
+        busy_timeout more: what the lock wait used comes off SQLite's own busy timeout."""
+        start = time.monotonic()
+        if not self._lock.acquire(timeout=self._busy_ms / 1000):
+            message = f"database is busy, try again ({what}): another write is waiting for it"
+            log.warning("store %s: %s", self.path, message)
+            raise StoreError(ErrorCode.BUSY, message)
+        try:
+            waited_ms = int((time.monotonic() - start) * 1000)
+            shorten = waited_ms > _SHORTEN_AFTER_MS
+            if shorten:
+                self._conn.execute(f"PRAGMA busy_timeout = {max(1, self._busy_ms - waited_ms)}")
+            try:
+                yield self._conn
+            finally:
+                if shorten:
+                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        finally:
+            self._lock.release()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._hold("read") as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                mapped = store_error(exc, "read")
+                if mapped is not None:
+                    raise mapped from exc
+                raise
+
+    def _tasks(
+        self, where: str, params: Sequence[Any] = (), tail: str = "", index: str | None = None
+    ) -> list[Task]:
+        """Tasks matching `where`; `index` pins the plan (SQLite's statistics of a queue
+        that is all one status can talk the planner into a full scan and a sort)."""
+        source = f"{SELECT} INDEXED BY {index}" if index else SELECT
+        return [row_task(r) for r in self._read(f"{source} WHERE {where} {tail}", params)]
+
+    def max_id(self) -> int:
+        """The highest id ever handed out (deleted rows included)."""
+        return int(self._read(f"SELECT {MAX_ID}")[0][0])
+
+    # -- settings and schedule state -------------------------------------------------------
+    def get_setting(self, name: str) -> str | None:
+        rows = self._read("SELECT value FROM settings WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def set_setting(self, name: str, value: str | None) -> None:
+        """Persist a runtime setting; None deletes it (back to the config's value)."""
+        with self._write("set_setting") as conn:
+            if value is None:
+                conn.execute("DELETE FROM settings WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO settings (name, value) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+    def get_schedule_state(self, name: str) -> dict[str, Any] | None:
+        """{last_fire, last_outcome (dict or None), paused (bool), paused_at} or None."""
+        rows = self._read(
+            f"SELECT {', '.join(_SCHEDULE_FIELDS)} FROM schedule_state WHERE name = ?", (name,)
+        )
+        if not rows:
+            return None
+        state = dict(zip(_SCHEDULE_FIELDS, rows[0], strict=True))
+        outcome = state["last_outcome"]
+        state["last_outcome"] = None if outcome is None else json.loads(outcome)
+        state["paused"] = bool(state["paused"])
+        return state
+
+    def put_schedule_state(self, name: str, **fields: Any) -> None:
+        """Upsert: only the given fields change."""
+        unknown = set(fields) - set(_SCHEDULE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown schedule state fields {sorted(unknown)}")
+        if "last_outcome" in fields and fields["last_outcome"] is not None:
+            fields["last_outcome"] = json.dumps(fields["last_outcome"], sort_keys=True)
+        if "paused" in fields:
+            fields["paused"] = int(bool(fields["paused"]))
+        names = ["name", *fields]
+        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+        conflict = f"DO UPDATE SET {updates}" if fields else "DO NOTHING"
+        with self._write("schedule_state") as conn:
+            conn.execute(
+                f"INSERT INTO schedule_state ({', '.join(names)}) VALUES ({marks(len(names))})"
+                f" ON CONFLICT (name) {conflict}",
+                (name, *fields.values()),
+            )
+
+    def delete_schedule_state(self, name: str) -> None:
+        with self._write("schedule_state") as conn:
+            conn.execute("DELETE FROM schedule_state WHERE name = ?", (name,))
+
+    def schedule_state_names(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT name FROM schedule_state ORDER BY name")]
+
+    # -- maintenance -----------------------------------------------------------------------
+    def prune(
+        self,
+        *,
+        older_than: str,
+        keep_completed: int = 3,
+        keep_failed: int = 1,
+        dry_run: bool = False,
+    ) -> tuple[list[int], int]:
+        """Delete finished tasks older than `older_than`, keeping the newest completed and
+        failed ones of every (source, route); returns (deleted ids, kept by those floors)."""
+        if dry_run:
+            with self._lock:
+                return prune_plan(self._conn, older_than, keep_completed, keep_failed)
+        with self._write("prune") as conn:
+            ids, kept = prune_plan(conn, older_than, keep_completed, keep_failed)
+            for chunk in chunks(ids):
+                conn.execute(f"DELETE FROM tasks WHERE id IN ({marks(len(chunk))})", chunk)
+        log.info("store %s: pruned %d finished tasks, %d kept as floor", self.path, len(ids), kept)
+        return ids, kept
+
+    def incremental_vacuum(self) -> int:
+        """Give free pages back to the file system; returns the bytes freed."""
+        with self._lock:
+            try:
+                conn = self._conn
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                # executescript steps the pragma to the end; execute() frees one page only
+                conn.executescript("PRAGMA incremental_vacuum;")
+                after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            except sqlite3.Error as exc:
+                mapped = store_error(exc, "incremental_vacuum")
+                if mapped is not None:
+                    raise mapped from exc
+                raise
+        return (before - after) * page_size
+
+    def integrity_check(self) -> str:
+        return "\n".join(r[0] for r in self._read("PRAGMA integrity_check"))
+
+    def quick_check(self) -> str:
+        return "\n".join(r[0] for r in self._read("PRAGMA quick_check"))
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite may already have done it)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
+
+
+def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Connection pragmas (RELIABILITY "Recommended defaults"). auto_vacuum only takes
+    effect before the first table exists, so it is set before migrating a new file."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if migrations.version(conn) == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")

@@ -1,0 +1,458 @@
+"""The only module that touches SQLite: one connection, one lock, every write one
+BEGIN IMMEDIATE transaction, every status change a compare-and-set.
+
+Crash safety comes from the database, not from ordering tricks: a submit, a finish and
+its follow-up (retry or requeue) are each one transaction, so after a crash they exist
+entirely or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from syncd.core.clock import iso, parse_iso
+from syncd.core.errors import SyncdError
+from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, Status, Task
+from syncd.store.db import StoreBase
+from syncd.store.rows import (
+    FINISHED,
+    FINISHED_INDEX,
+    HISTORY_ORDER,
+    QUEUE_INDEX,
+    QUEUE_ORDER,
+    RETURNING,
+    Batch,
+    canonical_params,
+    chunks,
+    follow_up_exists,
+    get_in,
+    list_groups,
+    marks,
+    rank,
+    row_task,
+)
+
+log = logging.getLogger(__name__)
+
+_FAILPOINT = os.environ.get("SYNCD_FAILPOINT")
+
+
+def failpoint(name: str) -> None:
+    """Die on the spot (exit 99) when SYNCD_FAILPOINT names this point: crash tests."""
+    if name == _FAILPOINT:
+        os._exit(99)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a submission asks the store to queue (ids, times and status are the store's)."""
+
+    source: str
+    sync_type: str
+    route: str
+    argv: list[str]
+    params: dict[str, Any]
+    priority: int
+    trigger: str
+    attempt: int = 1
+    requested_by: str | None = None
+    not_before: str | None = None
+    lost_count: int = 0
+    front: bool = False  # queue ahead of every queued task of the same priority
+
+    @classmethod
+    def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
+        """The same sync again (a retry or a requeue): same argv, params, priority and
+        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
+        base = cls(
+            source=task.source,
+            sync_type=task.sync_type,
+            route=task.route,
+            argv=list(task.argv),
+            params=dict(task.params),
+            priority=task.priority,
+            trigger=trigger,
+            attempt=task.attempt,
+            requested_by=task.requested_by,
+            lost_count=int(task.internal.get("lost_count") or 0),
+        )
+        return replace(base, **changes)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which queued task dispatch may start: due by `now`, outside full sources and busy
+    routes (the pool's in-memory view, passed in)."""
+
+    now: str
+    exclude_sources: Collection[str] = ()
+    exclude_routes: Collection[tuple[str, str]] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        where = "status = 'queued' AND (not_before IS NULL OR not_before <= ?)"
+        params: list[Any] = [self.now]
+        if self.exclude_sources:
+            where += f" AND source NOT IN ({marks(len(self.exclude_sources))})"
+            params.extend(self.exclude_sources)
+        if self.exclude_routes:
+            pairs = ", ".join("(?, ?)" for _ in self.exclude_routes)
+            where += f" AND (source, route) NOT IN (VALUES {pairs})"
+            params.extend(x for pair in self.exclude_routes for x in pair)
+        return where, params
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a running task ended, as its finish records it (a retry or a requeue at most)."""
+
+    status: Status
+    finished_at: str
+    exit_code: int | None
+    error: str | None
+    retry: NewTask | None = None
+    requeue: NewTask | None = None
+    progress: str | None = None  # the last progress line
+
+    def follow_up(self, task_id: int) -> NewTask | None:
+        """The follow-up to queue with the finish, checked against the task it follows."""
+        if self.status not in TRANSITIONS[Status.RUNNING]:
+            raise ValueError(f"finish to {self.status.value} is not allowed")
+        if self.retry is not None and self.requeue is not None:
+            raise ValueError("a task gets a retry or a requeue, not both")
+        follow_up = self.retry or self.requeue
+        if follow_up is not None:
+            kind = "retry" if self.retry is not None else "requeue"
+            if follow_up.trigger != f"{kind}:{task_id}":
+                raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
+        return follow_up
+
+
+_SETTABLE = frozenset(
+    {"started_at", "finished_at", "pid", "exit_code", "error", "progress", "last_heartbeat",
+     "proc_starttime", "boot_id", "argv"}
+)  # fmt: skip
+
+
+class Store(StoreBase):
+    """The task queue and history in one SQLite file; safe to call from many threads."""
+
+    # -- enqueue ---------------------------------------------------------------------------
+    def enqueue(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
+        """Queue `new`, or coalesce it into the queued task with the same (source, route,
+        params): that one keeps the more urgent priority and the earlier not_before."""
+        return self.enqueue_many([(new, allow_duplicate)])[0]
+
+    def enqueue_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
+        """(new, allow_duplicate) pairs in one transaction; items coalesce with each other."""
+        if not items:
+            return []
+        with self._write("enqueue") as conn:
+            results = Batch(conn, iso(self._clock.now()) or "").add(items)
+        failpoint("enqueue_after_commit")
+        return results
+
+    # -- dispatch --------------------------------------------------------------------------
+    def next_queued(
+        self,
+        now: str,
+        *,
+        exclude_sources: Collection[str] = (),
+        exclude_routes: Collection[tuple[str, str]] = (),
+    ) -> Task | None:
+        """The task dispatch would start next: priority, then queue order, among those due."""
+        where, params = Pick(now, exclude_sources, exclude_routes).where()
+        found = self._tasks(where, params, f"{QUEUE_ORDER} LIMIT 1", QUEUE_INDEX)
+        return found[0] if found else None
+
+    def next_not_before(self, now: str | None = None) -> str | None:
+        """The earliest future not_before among queued tasks: when to wake for a retry."""
+        now = now or iso(self._clock.now())
+        rows = self._read(
+            "SELECT min(not_before) FROM tasks"
+            " WHERE status = 'queued' AND not_before IS NOT NULL AND not_before > ?",
+            (now,),
+        )
+        return rows[0][0] if rows else None
+
+    def transition(self, task_id: int, old: Status, new: Status, **fields: Any) -> Task | None:
+        """Compare-and-set old → new; None when the task is no longer `old`."""
+        if new not in TRANSITIONS[old]:
+            raise ValueError(f"transition {old.value} -> {new.value} is not allowed")
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} in a transition")
+        if new in FINAL and "finished_at" not in fields:
+            fields["finished_at"] = iso(self._clock.now())
+        if "argv" in fields:
+            fields["argv"] = json.dumps(fields["argv"])
+        sets = "".join(f", {k} = ?" for k in fields)
+        with self._write("transition") as conn:
+            row = conn.execute(  # RETURNING: the new row without a second statement
+                f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ? {RETURNING}",
+                (new.value, *fields.values(), task_id, old.value),
+            ).fetchone()
+        return None if row is None else row_task(row)
+
+    def set_running_fields(self, task_id: int, **fields: Any) -> bool:
+        """Record facts about a running task (pid, process identity, ...); False if it is
+        not running.
+
+        Not fsynced: they identify a process of this boot, and a power loss ends the boot."""
+        unknown = set(fields) - _SETTABLE
+        if unknown or not fields:
+            raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a running task")
+        if "argv" in fields:
+            fields["argv"] = json.dumps(fields["argv"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._write("update", this_boot_only=True) as conn:
+            cur = conn.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
+                (*fields.values(), task_id),
+            )
+        return cur.rowcount > 0
+
+    def finish(
+        self,
+        task_id: int,
+        status: Status,
+        *,
+        finished_at: str,
+        exit_code: int | None,
+        error: str | None,
+        retry: NewTask | None = None,
+        requeue: NewTask | None = None,
+        progress: str | None = None,
+    ) -> tuple[Task | None, Task | None]:
+        """running → final status and its follow-up task, in one transaction; `progress`
+        (the last progress line) is recorded in the same write, not a heartbeat of its own.
+
+        Returns (finished task, follow-up); (None, None) when the task was not running."""
+        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress)
+        done, follow, _ = self.finish_and_claim(task_id, ending, None, "")
+        return done, follow
+
+    def finish_and_claim(
+        self, task_id: int, ending: Ending, pick: Pick | None, started_at: str
+    ) -> tuple[Task | None, Task | None, Task | None]:
+        """finish(), and in the same transaction claim (queued → running, `started_at`) the
+        task `pick` finds: the slot the finish frees is refilled without a commit (an fsync)
+        of its own. No pick, no claim.
+
+        Returns (finished task, follow-up, claimed task or None)."""
+        row = None
+        with self._write("finish") as conn:
+            done, follow = self._finish_in(conn, task_id, ending)
+            if pick is not None:
+                where, params = pick.where()
+                row = conn.execute(
+                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
+                    f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
+                    f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
+                    (started_at, *params),
+                ).fetchone()
+            failpoint("finish_before_commit")
+        failpoint("finish_after_commit")
+        return done, follow, None if row is None else row_task(row)
+
+    def _finish_in(
+        self, conn: sqlite3.Connection, task_id: int, ending: Ending
+    ) -> tuple[Task | None, Task | None]:
+        follow_up = ending.follow_up(task_id)  # a bad one raises: the transaction rolls back
+        progress = ending.progress
+        cur = conn.execute(
+            "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
+            " progress = coalesce(?, progress),"
+            " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
+            " WHERE id = ? AND status = 'running'",
+            (ending.status.value, ending.finished_at, ending.exit_code, ending.error, progress,
+             progress, ending.finished_at, task_id),
+        )  # fmt: skip
+        if not cur.rowcount:
+            return None, None
+        follow: Task | None = None
+        if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):
+            batch = Batch(conn, iso(self._clock.now()) or ending.finished_at)
+            follow = batch.add([(follow_up, True)])[0][0]
+        return get_in(conn, task_id), follow
+
+    def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[int]:
+        """queued → cancelled for each id still queued; returns those cancelled."""
+        done: list[int] = []
+        with self._write("cancel") as conn:
+            for chunk in chunks(list(ids)):
+                rows = conn.execute(
+                    f"UPDATE tasks SET status = 'cancelled', finished_at = ?"
+                    f" WHERE status = 'queued' AND id IN ({marks(len(chunk))}) RETURNING id",
+                    (finished_at, *chunk),
+                ).fetchall()
+                done.extend(r[0] for r in rows)
+        wanted = set(done)
+        return [i for i in dict.fromkeys(ids) if i in wanted]
+
+    def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
+        """One transaction per monitor tick, whatever the number of running tasks."""
+        if not beats:
+            return
+        with self._write("heartbeat", this_boot_only=True) as conn:
+            conn.executemany(
+                "UPDATE tasks SET last_heartbeat = ?, progress = coalesce(?, progress)"
+                " WHERE id = ? AND status = 'running'",
+                [(beat, progress, task_id) for task_id, beat, progress in beats],
+            )
+
+    def set_priority(self, task_id: int, priority: int) -> Task:
+        with self._write("set_priority") as conn:
+            row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
+            if row[0] != Status.QUEUED.value:
+                raise SyncdError(
+                    ErrorCode.NOT_QUEUED, f"task {task_id} is {row[0]}, not queued",
+                    {"id": task_id, "status": row[0]},
+                )  # fmt: skip
+            conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task_id))
+            task = get_in(conn, task_id)
+        assert task is not None
+        return task
+
+    # -- queries ---------------------------------------------------------------------------
+    def missing_ids(self, ids: Collection[int]) -> set[int]:
+        """Those of `ids` with no row (deleted, or never handed out)."""
+        present: set[int] = set()
+        for chunk in chunks(list(ids)):
+            sql = f"SELECT id FROM tasks WHERE id IN ({marks(len(chunk))})"
+            present.update(row[0] for row in self._read(sql, chunk))
+        return set(ids) - present
+
+    def get(self, task_id: int) -> Task | None:
+        found = self._tasks("id = ?", (task_id,))
+        return found[0] if found else None
+
+    def active_for(self, source: str, route: str, params: dict[str, Any]) -> Task | None:
+        """The running (else queued) task of this sync, if any: schedule overlap checks."""
+        found = self._tasks(
+            "source = ? AND route = ? AND params = ? AND status IN ('queued', 'running')",
+            (source, route, canonical_params(params)),
+            "ORDER BY status = 'running' DESC, id LIMIT 1",
+        )
+        return found[0] if found else None
+
+    def tasks_with_status(self, status: Status, limit: int | None = None) -> list[Task]:
+        """Queued ones in dispatch order, the others by id."""
+        index = QUEUE_INDEX if status is Status.QUEUED else None
+        if status is Status.QUEUED:
+            where, order = "status = 'queued'", QUEUE_ORDER
+        else:
+            where, order = "status = ? AND status <> 'queued'", "ORDER BY id"
+        params: list[Any] = [] if status is Status.QUEUED else [status.value]
+        if limit is not None:
+            order, params = order + " LIMIT ?", [*params, limit]
+        return self._tasks(where, params, order, index)
+
+    def recent_durations(self, source: str, route: str, limit: int) -> list[float]:
+        """Seconds taken by the route's last `limit` completed runs, newest first (explain's
+        estimates). The (source, route, params) index narrows the rows."""
+        rows = self._read(
+            "SELECT started_at, finished_at FROM tasks WHERE source = ? AND route = ?"
+            " AND status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (source, route, limit),
+        )
+        out = []
+        for started, finished in rows:
+            a, b = parse_iso(started), parse_iso(finished)
+            if a is not None and b is not None:
+                out.append(max(0.0, (b - a).total_seconds()))
+        return out
+
+    def queued_ids(self, source: str | None = None) -> list[int]:
+        where, params = "status = 'queued'", []
+        if source is not None:
+            where, params = where + " AND source = ?", [source]
+        rows = self._read(
+            f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where} {QUEUE_ORDER}", params
+        )
+        return [r[0] for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """{"queued": n, "running": n} from the trigger-kept counters: O(1) at any size."""
+        rows = self._read("SELECT status, n FROM task_counts WHERE status IN ('queued', 'running')")
+        out = {"queued": 0, "running": 0}
+        out.update({status: int(n) for status, n in rows})
+        return out
+
+    def list_tasks(
+        self,
+        *,
+        statuses: Collection[Status],
+        source: str | None = None,
+        finished_since: str | None = None,
+        limit: int = 200,
+        after_id: int | None = None,
+    ) -> tuple[list[Task], int]:
+        """Running (by id), then queued (dispatch order), then finished (newest first);
+        `after_id` is a cursor: the page starts after that task's place in this order."""
+        groups = list_groups(set(statuses), source, finished_since)
+        total = sum(self._count(g.where, g.params, g.counter) for g in groups)
+        cursor = None if after_id is None else self.get(after_id)
+        if after_id is not None and cursor is None:
+            return [], total
+        start = -1 if cursor is None else rank(cursor.status)
+        out: list[Task] = []
+        for group in groups:
+            if len(out) >= limit or group.rank < start:
+                continue
+            where, params = group.where, list(group.params)
+            if cursor is not None and group.rank == start:
+                cond, values = group.after(cursor)
+                where, params = f"{where} AND {cond}", params + values
+            tail = f"{group.order} LIMIT ?"
+            out += self._tasks(where, [*params, limit - len(out)], tail, group.index)
+        return out, total
+
+    def _count(self, where: str, params: Sequence[Any], counter: str | None) -> int:
+        if counter is not None:
+            rows = self._read("SELECT n FROM task_counts WHERE status = ?", (counter,))
+        else:
+            rows = self._read(f"SELECT count(*) FROM tasks WHERE {where}", params)
+        return int(rows[0][0]) if rows else 0
+
+    def history(
+        self,
+        *,
+        source: str | None = None,
+        sync_type: str | None = None,
+        statuses: Collection[Status] | None = None,
+        trigger: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Finished tasks, newest first. `since` <= finished_at <= `until`; a trigger without
+        a colon ("schedule", "retry") matches every trigger of that kind."""
+        final = sorted(s.value for s in (FINAL if statuses is None else statuses) if s in FINAL)
+        if not final:
+            return []
+        where, params = [f"status IN ({marks(len(final))})", FINISHED], list[Any](final)
+        for column, value in (("source", source), ("sync_type", sync_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if trigger is not None and ":" in trigger:
+            where.append('"trigger" = ?')
+            params.append(trigger)
+        elif trigger is not None:
+            where.append("""("trigger" = ? OR "trigger" LIKE ? ESCAPE '\\')""")
+            escaped = trigger.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params += [trigger, escaped + ":%"]
+        for op, value in ((">=", since), ("<=", until)):
+            if value is not None:
+                where.append(f"finished_at {op} ?")
+                params.append(value)
+        tail = f"{HISTORY_ORDER} LIMIT ?"
+        return self._tasks(" AND ".join(where), [*params, limit], tail, FINISHED_INDEX)
