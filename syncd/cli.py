@@ -12,8 +12,10 @@ from datetime import datetime, timezone
 import click
 
 from syncd import __version__
-from syncd.config.model import ConfigError, load_config, resolve_config_path
+from syncd.config.load import load_config
+from syncd.config.model import ConfigError
 from syncd.core.errors import StoreUnusable
+from syncd.core.paths import resolve_config_path
 from syncd.daemon.check import render_json, render_text, run_check
 
 EX_SOFTWARE = 70

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config.model import Config, load_config
+from syncd.config.load import load_config
+from syncd.config.model import Config
 from syncd.config.routing import RouteTable
 
 REPO = Path(__file__).resolve().parents[1]

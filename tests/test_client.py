@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from syncd.ctl import client as client_mod
+from syncd.core import paths
 from syncd.ctl.client import (
     Client,
     ConfigUnreadable,
@@ -318,7 +318,7 @@ def test_connect_gives_up_after_the_deadline(sock_dir: Path) -> None:
 @pytest.fixture
 def no_system_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "run-syncd" / "syncd.sock"
-    monkeypatch.setattr(client_mod, "SYSTEM_SOCKET", path)
+    monkeypatch.setattr(paths, "SYSTEM_SOCKET", path)
     return path
 
 
@@ -353,6 +353,7 @@ def test_socket_from_config_is_loaded_lazily(
 ) -> None:
     from types import SimpleNamespace
 
+    from syncd.config import load
     from syncd.config import model as config
 
     seen: list[Path] = []
@@ -361,7 +362,7 @@ def test_socket_from_config_is_loaded_lazily(
         seen.append(path)
         return SimpleNamespace(daemon=SimpleNamespace(socket=tmp_path / "c.sock"))
 
-    monkeypatch.setattr(config, "load_config", fake_load, raising=False)
+    monkeypatch.setattr(load, "load_config", fake_load)
     env = {"RUNTIME_DIRECTORY": "/r"}
     assert locate_socket(None, "/etc/x.toml", env) == (
         tmp_path / "c.sock",
@@ -374,7 +375,7 @@ def test_socket_from_config_is_loaded_lazily(
     def broken(path: Path, *a: Any, **kw: Any) -> Any:
         raise config.ConfigError(str(path), [config.Problem("daemon.socket", "bad")])
 
-    monkeypatch.setattr(config, "load_config", broken, raising=False)
+    monkeypatch.setattr(load, "load_config", broken)
     with pytest.raises(ConfigUnreadable, match=r"daemon\.socket: bad"):
         socket_path(None, "/etc/x.toml", {})
 
@@ -384,7 +385,7 @@ def test_client_module_imports_nothing_heavy() -> None:
     import sys
 
     code = (
-        "import sys, syncd.ctl.client, syncd.ctl.app\n"
+        "import sys, syncd.ctl.client, syncd.ctl.main\n"
         "heavy = {'sqlite_utils', 'psutil', 'sqlite3',"
         " 'syncd.config.model', 'syncd.store.facade'}\n"
         "print(sorted(heavy & set(sys.modules)))"

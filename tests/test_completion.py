@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from syncd.ctl import app as ctl
+from syncd.ctl.main import main as syncctl
 from tests.e2e.conftest import DaemonProc, make_daemon, workdir  # noqa: F401
 from tests.test_top import syncctl_script
 
@@ -94,7 +94,7 @@ def test_completion_is_silent_without_a_daemon(workdir: Path) -> None:  # noqa: 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_scripts_for_each_shell(shell: str) -> None:
-    result = CliRunner().invoke(ctl.main, ["completion", shell])
+    result = CliRunner().invoke(syncctl, ["completion", shell])
     assert result.exit_code == 0
     assert f"_SYNCCTL_COMPLETE={shell}_complete" in result.output
     assert "syncctl" in result.output
@@ -111,11 +111,11 @@ def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tupl
 
 
 def test_every_command_help_has_an_example() -> None:
-    paths = command_paths(ctl.main)
+    paths = command_paths(syncctl)
     assert ("top",) in paths and ("schedule", "run") in paths
     missing = []
     for path in paths:
-        result = CliRunner().invoke(ctl.main, [*path, "--help"])
+        result = CliRunner().invoke(syncctl, [*path, "--help"])
         assert result.exit_code == 0, path
         if f"Example: syncctl {path[0]}" not in result.output:
             missing.append(" ".join(path))

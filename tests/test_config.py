@@ -10,15 +10,10 @@ from textwrap import dedent
 
 import pytest
 
-from syncd.config.model import (
-    DEFAULT_CONFIG_PATH,
-    Config,
-    ConfigError,
-    load_config,
-    loads_config,
-    resolve_config_path,
-)
+from syncd.config.load import load_config, loads_config
+from syncd.config.model import Config, ConfigError
 from syncd.core.models import OnShutdown, Overlap
+from syncd.core.paths import DEFAULT_CONFIG_PATH, resolve_config_path
 
 MINIMAL_SOURCE = """
 [sources.crm.routes]

@@ -17,6 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from syncd.ctl import app as ctl
+from syncd.ctl import pool as ctl_pool
+from syncd.ctl.main import main as syncctl
 from tests.test_client import FakeDaemon, FakeError
 from tests.test_render import STATUS, task
 
@@ -88,7 +90,7 @@ def fake() -> Iterator[FakeDaemon]:
 def run(fake: FakeDaemon | None, *args: str, env: dict[str, str] | None = None) -> Result:
     argv = [*args, "--socket", str(fake.path)] if fake is not None else list(args)
     base = {"SYNCD_SOCKET": None, "SYNCD_CONFIG": None, "SYNCCTL_DEBUG": None}
-    return CliRunner().invoke(ctl.main, argv, env={**base, **(env or {})})
+    return CliRunner().invoke(syncctl, argv, env={**base, **(env or {})})
 
 
 # -- the exact request of each command --------------------------------------------------------
@@ -204,7 +206,7 @@ def test_every_spec_command_has_help_with_an_example() -> None:
         *("resume", "explain", "prune", "completion", "process-queue", "clear-queue"),
         *("fix-stuck", "reset-state", "reload", "ping"),
     ]
-    assert set(names) <= set(ctl.main.commands)
+    assert set(names) <= set(syncctl.commands)
     for name in [*names, "schedule run", "schedule pause", "schedule resume"]:
         result = run(None, *name.split(), "--help")
         assert result.exit_code == 0
@@ -215,10 +217,10 @@ def test_every_spec_command_has_help_with_an_example() -> None:
 
 
 def test_global_options_before_and_after_the_command(fake: FakeDaemon) -> None:
-    before = CliRunner().invoke(ctl.main, ["--socket", str(fake.path), "--json", "ping"])
-    after = CliRunner().invoke(ctl.main, ["ping", "--json", "--socket", str(fake.path)])
+    before = CliRunner().invoke(syncctl, ["--socket", str(fake.path), "--json", "ping"])
+    after = CliRunner().invoke(syncctl, ["ping", "--json", "--socket", str(fake.path)])
     nested = CliRunner().invoke(
-        ctl.main, ["--json", "schedule", "--socket", str(fake.path), "run", "hs"]
+        syncctl, ["--json", "schedule", "--socket", str(fake.path), "run", "hs"]
     )
     assert before.exit_code == after.exit_code == nested.exit_code == 0
     assert json.loads(before.stdout) == json.loads(after.stdout) == CANNED["ping"]
@@ -227,24 +229,25 @@ def test_global_options_before_and_after_the_command(fake: FakeDaemon) -> None:
 
 def test_command_level_socket_overrides_group_level(fake: FakeDaemon) -> None:
     result = CliRunner().invoke(
-        ctl.main, ["--socket", "/nope.sock", "ping", "--socket", str(fake.path)]
+        syncctl, ["--socket", "/nope.sock", "ping", "--socket", str(fake.path)]
     )
     assert result.exit_code == 0
 
 
 def test_socket_from_environment(fake: FakeDaemon) -> None:
-    result = CliRunner().invoke(ctl.main, ["ping"], env={"SYNCD_SOCKET": str(fake.path)})
+    result = CliRunner().invoke(syncctl, ["ping"], env={"SYNCD_SOCKET": str(fake.path)})
     assert result.exit_code == 0
     assert result.stdout == "syncd 0.1.0, pid 42, up 1h 02m (since 2025-09-29 13:00:00 UTC)\n"
 
 
 def test_unreadable_config_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd.config import load
     from syncd.config import model as config
 
     def broken(path: Path, *a: Any, **kw: Any) -> Any:
         raise config.ConfigError(str(path), [config.Problem("daemon.max_workers", "too big")])
 
-    monkeypatch.setattr(config, "load_config", broken, raising=False)
+    monkeypatch.setattr(load, "load_config", broken)
     result = run(None, "--config", "/etc/x.toml", "ping")
     assert result.exit_code == 2
     assert "daemon.max_workers: too big" in result.stderr
@@ -338,7 +341,7 @@ def test_ctrl_c_exits_130_quietly(fake: FakeDaemon, monkeypatch: pytest.MonkeyPa
         if len(sleeps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ctl, "time", SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(ctl_pool, "time", SimpleNamespace(sleep=sleep))
     result = run(fake, "monitor", "--continuous", "--interval", "0.5")
     assert result.exit_code == 130
     assert result.stdout.count("Worker Pool Status:") == 2

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from syncd.config.model import loads_config
+from syncd.config.load import loads_config
 from syncd.config.routing import RouteTable
 from syncd.core.clock import SystemClock
 from syncd.core.errors import StoreError
 from syncd.core.events import EventBus
-from syncd.core.models import ErrorCode, Status
+from syncd.core.models import ErrorCode, Status, Task
 from syncd.pool.dispatcher import Dispatcher
+from syncd.service.tasks import TaskService
 from syncd.store.facade import Store
 
 
@@ -39,6 +40,13 @@ ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
         clock=SystemClock(),
         events=EventBus(),
     )
+
+
+def submit(d: Dispatcher, sync_type: str, allow_duplicate: bool = False) -> tuple[Task, bool]:
+    """A manual submit through the one submit path."""
+    service = TaskService(d.store, d, d.clock)
+    new = service.request("src", sync_type, None, None, "manual", "test")
+    return service.submit(new, allow_duplicate=allow_duplicate)
 
 
 def wait_until(predicate: Any, timeout: float = 15.0) -> None:
@@ -68,7 +76,7 @@ def test_a_final_write_that_fails_is_retried_until_it_lands(
     monkeypatch.setattr(d.store, "finish", failing_first(d.store.finish))
     monkeypatch.setattr(d.store, "finish_and_claim", failing_first(d.store.finish_and_claim))
     monkeypatch.setattr("syncd.pool.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
-    task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
+    task, _ = submit(d, "ok")
     assert d.tick() == [task.id]
     wait_until(lambda: not d.running)
     final = d.store.get(task.id)
@@ -88,7 +96,7 @@ def test_stop_gives_up_a_failing_final_write_instead_of_hanging(
     monkeypatch.setattr(d.store, "finish", broken_finish)
     monkeypatch.setattr(d.store, "finish_and_claim", broken_finish)
     monkeypatch.setattr("syncd.pool.dispatcher.PERSIST_RETRY_SECONDS", 0.05)
-    task, _ = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))
+    task, _ = submit(d, "ok")
     d.tick()
     wait_until(lambda: d.running[task.id].child is not None if task.id in d.running else True)
     t0 = time.monotonic()
@@ -138,10 +146,10 @@ def test_a_claim_that_fails_midway_leaves_no_claimed_task_without_a_thread(
     worker case matters most: it keeps the first claim for its own thread."""
     d = make_two_slots(tmp_path)
     if where == "worker that just finished":
-        slow = d.submit(d.new_task("src", "slow", None, None, "manual", "test"))[0]
+        slow = submit(d, "slow")[0]
         assert d.tick() == [slow.id]  # alone; the two below are queued while it runs
-    first = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
-    second = d.submit(d.new_task("src", "ok2", None, None, "manual", "test"))[0]
+    first = submit(d, "ok")[0]
+    second = submit(d, "ok2")[0]
     real = d.store.transition
     failed = []
 
@@ -169,10 +177,10 @@ def test_cancelling_a_running_and_a_queued_task_never_starts_the_queued_one(
     still being cancelled; B must end cancelled without ever starting."""
     d = make_two_slots(tmp_path)
     d.set_max_workers(1)
-    a = d.submit(d.new_task("src", "slow", None, None, "manual", "test"))[0]
+    a = submit(d, "slow")[0]
     assert d.tick() == [a.id]
     wait_until(lambda: a.id in d.running and d.running[a.id].child is not None)
-    b = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
+    b = submit(d, "ok")[0]
     real = d.store.cancel_queued
 
     def slow_cancel(*args: Any, **kwargs: Any) -> Any:
@@ -180,7 +188,7 @@ def test_cancelling_a_running_and_a_queued_task_never_starts_the_queued_one(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(d.store, "cancel_queued", slow_cancel)
-    assert d.cancel([a.id, b.id]) == ([a.id, b.id], [])
+    assert TaskService(d.store, d, d.clock).cancel([a.id, b.id]) == ([a.id, b.id], [])
     wait_until(lambda: not d.running)
     final_a, final_b = d.store.get(a.id), d.store.get(b.id)
     assert final_a is not None and final_a.status is Status.CANCELLED
@@ -206,10 +214,7 @@ def test_a_freed_slot_is_refilled_in_the_finishing_commit(
 
         monkeypatch.setattr(d.store, name, counted)
     d.set_paused(True)
-    ids = [
-        d.submit(d.new_task("src", route, None, None, "manual", "test"), allow_duplicate=True)[0].id
-        for route in ("ok", "ok2", "ok", "ok2")
-    ]
+    ids = [submit(d, route, allow_duplicate=True)[0].id for route in ("ok", "ok2", "ok", "ok2")]
     d.set_paused(False)
     assert d.tick() == [ids[0]]
     wait_until(lambda: all(completed(d, i) for i in ids))
@@ -236,8 +241,8 @@ def test_a_failing_announcement_does_not_strand_a_claimed_task(
     d.set_max_workers(1)
     watcher = d.events.subscribe()
     d.set_paused(True)
-    first = d.submit(d.new_task("src", "ok", None, None, "manual", "test"))[0]
-    second = d.submit(d.new_task("src", "ok2", None, None, "manual", "test"))[0]
+    first = submit(d, "ok")[0]
+    second = submit(d, "ok2")[0]
     victim = first if claim == "by the loop" else second
     real_counts = d.store.counts
     failed: list[bool] = []

@@ -11,7 +11,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from syncd.core.clock import parse_iso
-from syncd.ctl import app as ctl
+from syncd.ctl.main import main as syncctl_main
 from tests.e2e.conftest import DaemonProc, make_daemon, wait_for, workdir  # noqa: F401
 
 LONG = {"sleep": "120"}
@@ -23,7 +23,7 @@ def submit(d: DaemonProc, source: str, sync_type: str, **params: Any) -> int:
 
 
 def syncctl(d: DaemonProc, *args: str) -> str:
-    result = CliRunner().invoke(ctl.main, [*args, "--socket", str(d.socket)])
+    result = CliRunner().invoke(syncctl_main, [*args, "--socket", str(d.socket)])
     assert result.exit_code == 0, result.output
     return result.output
 

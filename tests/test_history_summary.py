@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from syncd.ctl import app as ctl
 from syncd.ctl import render
+from syncd.ctl.main import main as syncctl
 from tests.e2e.conftest import JOB, DaemonProc, make_daemon, workdir  # noqa: F401
 from tests.test_client import FakeDaemon
 from tests.test_render import task
@@ -74,7 +74,7 @@ def fake() -> Iterator[FakeDaemon]:
 
 def cli(sock: Path, *args: str) -> Result:
     env = {"SYNCD_SOCKET": None, "SYNCD_CONFIG": None, "SYNCCTL_DEBUG": None}
-    return CliRunner().invoke(ctl.main, [*args, "--socket", str(sock)], env=env)
+    return CliRunner().invoke(syncctl, [*args, "--socket", str(sock)], env=env)
 
 
 @pytest.mark.parametrize(

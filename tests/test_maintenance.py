@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from syncd.core.clock import FakeClock, iso, parse_iso
-from syncd.core.models import Status
+from syncd.core.models import NewTask, Status
 from syncd.schedule.maintenance import STATE_NAME, Maintenance
-from syncd.store.facade import NewTask, Store
+from syncd.store.facade import Store
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -10,24 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.control.ops.table import registry
 from syncd.control.protocol import (
     MAX_DEPTH,
-    OPS,
-    OpSpec,
     ProtocolError,
+    Registry,
     Request,
     clip_id,
-    docs_table,
     encode,
     error_reply,
     ok_reply,
     parse_request,
-    register,
 )
 from syncd.core.events import EVENT_KINDS
 from syncd.core.models import ErrorCode
 from syncd.core.opargs import MAX_ARGS
 
+OPS = registry()
 SPEC_OPS = [
     "ping",
     "status",
@@ -77,7 +76,7 @@ READ_ONLY = set(
 
 
 def req(op: str, _id: Any = 1, **args: Any) -> Request:
-    return parse_request(json.dumps({"v": 1, "id": _id, "op": op, "args": args}).encode())
+    return parse_request(json.dumps({"v": 1, "id": _id, "op": op, "args": args}).encode(), OPS)
 
 
 def fails(line: bytes | str | dict[str, Any], code: ErrorCode) -> ProtocolError:
@@ -86,7 +85,7 @@ def fails(line: bytes | str | dict[str, Any], code: ErrorCode) -> ProtocolError:
     if isinstance(line, str):
         line = line.encode()
     with pytest.raises(ProtocolError) as info:
-        parse_request(line)
+        parse_request(line, OPS)
     assert info.value.code == code, info.value.message
     assert "Traceback" not in info.value.message
     return info.value
@@ -100,7 +99,7 @@ def bad_args(op: str, **args: Any) -> ProtocolError:
 
 
 def test_ops_are_exactly_those_of_the_spec() -> None:
-    assert list(OPS) == SPEC_OPS
+    assert sorted(OPS) == sorted(SPEC_OPS)
 
 
 def test_mutating_and_stream_flags() -> None:
@@ -109,14 +108,17 @@ def test_mutating_and_stream_flags() -> None:
 
 
 def test_register_rejects_a_duplicate_op() -> None:
+    ops = Registry()
+    ops.op("ping", "first", command="ping", mutating=False)(lambda *a: None)
     with pytest.raises(ValueError, match="twice"):
-        register(OpSpec("ping", {}, False, False, "again"))
+        ops.op("ping", "again", command="ping", mutating=False)(lambda *a: None)
+    assert ops["ping"].summary == "first"
     assert OPS["ping"].summary != "again"
 
 
 def test_docs_table_lists_every_op_with_a_summary() -> None:
-    rows = docs_table()
-    assert [r["op"] for r in rows] == SPEC_OPS
+    rows = OPS.docs_table()
+    assert sorted(r["op"] for r in rows) == sorted(SPEC_OPS)
     assert all(r["summary"] for r in rows)
     submit = next(r for r in rows if r["op"] == "submit")
     assert submit["args"].startswith('source, sync_type="all", params={}, [priority]')
@@ -179,9 +181,9 @@ def test_null_means_default_but_not_for_required_args() -> None:
 
 
 def test_request_fields_and_version() -> None:
-    r = parse_request(b'{"id": "a", "op": "ping"}')
+    r = parse_request(b'{"id": "a", "op": "ping"}', OPS)
     assert (r.id, r.op, r.args, r.spec) == ("a", "ping", {}, OPS["ping"])
-    assert parse_request(b'{"op": "ping", "args": null, "v": 1}').id is None
+    assert parse_request(b'{"op": "ping", "args": null, "v": 1}', OPS).id is None
     for v in ("2", '"1"', "true", "1.0", "null"):
         err = fails(f'{{"v": {v}, "id": 5, "op": "ping"}}', ErrorCode.UNSUPPORTED_VERSION)
         assert err.id == 5
@@ -211,12 +213,12 @@ def test_nesting_limit_is_checked_before_parsing() -> None:
     fails(b"[" * 100_000 + b"]" * 100_000, ErrorCode.BAD_REQUEST)
     # MAX_DEPTH levels in all (the request object is one) pass; one more does not.
     ok = b'{"op": "ping", "id": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
-    assert parse_request(ok).op == "ping"
+    assert parse_request(ok, OPS).op == "ping"
     deep = b'{"op": "ping", "id": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
     assert "nesting" in fails(deep, ErrorCode.BAD_REQUEST).message
     # Brackets inside strings are text, not nesting (escaped quotes included).
     text = '{"op": "ping", "id": "\\"' + "[" * 2000 + '"}'
-    assert parse_request(text.encode()).id.startswith('"[[[')
+    assert parse_request(text.encode(), OPS).id.startswith('"[[[')
 
 
 def test_huge_numbers_constants_and_duplicate_keys() -> None:
@@ -405,7 +407,7 @@ _json = st.recursive(
 def test_fuzz_args(op: str, args: dict[str, Any]) -> None:
     line = json.dumps({"op": op, "args": args}).encode()
     try:
-        parse_request(line)
+        parse_request(line, OPS)
     except ProtocolError as exc:
         assert exc.code != ErrorCode.INTERNAL
 
@@ -414,6 +416,6 @@ def test_fuzz_args(op: str, args: dict[str, Any]) -> None:
 @given(st.binary(max_size=200))
 def test_fuzz_bytes(line: bytes) -> None:
     try:
-        parse_request(line)
+        parse_request(line, OPS)
     except ProtocolError as exc:
         assert exc.code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_ARGS)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from syncd.core.clock import FakeClock, iso
-from syncd.core.models import Status, Task
+from syncd.core.models import NewTask, Status, Task
 from syncd.pool import reconcile
 from syncd.pool.procs import boot_id, proc_starttime
-from syncd.store.facade import NewTask, Store
+from syncd.store.facade import Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
 POLICY = reconcile.Policy(kill_grace=1.0, max_lost_requeues=3)

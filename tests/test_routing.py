@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from syncd.config.model import Route, Source, loads_config
+from syncd.config.load import loads_config
+from syncd.config.model import Route, Source
 from syncd.config.routing import RouteTable, render_params
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode

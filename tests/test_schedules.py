@@ -15,9 +15,9 @@ import pytest
 from syncd.config.model import Schedule
 from syncd.core.clock import FakeClock, iso, parse_iso
 from syncd.core.errors import SyncdError
-from syncd.core.models import ErrorCode, Overlap, Status
+from syncd.core.models import ErrorCode, NewTask, Overlap, Status
 from syncd.schedule.scheduler import Scheduler, latest_slot
-from syncd.store.facade import NewTask, Store
+from syncd.store.facade import Store
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC)  # 30 s after the */2 slot 12:00

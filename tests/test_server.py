@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from syncd.control.auth import Authorizer, Peer
+from syncd.control.auth import Authorizer, Peer, peer_credentials, user_name
+from syncd.control.ops.table import registry
 from syncd.control.protocol import Request
 from syncd.control.server import Server, SocketInUse, Stream
 from syncd.core.errors import SyncdError
@@ -32,6 +33,9 @@ from syncd.ctl.client import Client
 from tests.e2e.conftest import wait_for
 
 PING_BUDGET = 0.1
+
+
+OPS = registry()
 
 
 class FakeStream:
@@ -93,7 +97,7 @@ class FakeHandler:
             return stream
         return {"op": op}
 
-    def handle_submits(self, requests: list[Request], peer: Peer) -> list[Any]:
+    def handle_batch(self, requests: list[Request], peer: Peer) -> list[Any]:
         with self.lock:
             self.groups.append(len(requests))
         out: list[Any] = []
@@ -103,6 +107,12 @@ class FakeHandler:
             except SyncdError as exc:
                 out.append(exc)
         return out
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    """Our own credentials, as the server sees them."""
+    pid, uid, gid = peer_credentials(sock)
+    return Peer(pid, uid, gid, user_name(uid))
 
 
 class Conn:
@@ -193,7 +203,9 @@ def serve(sock_dir: Path, handler: FakeHandler) -> Iterator[Callable[..., Server
     stack: list[Any] = []
 
     def start(authorizer: Authorizer | None = None, **kw: Any) -> Server:
-        server = Server(sock_dir / "s.sock", 0o660, handler, authorizer or Authorizer(None), **kw)
+        server = Server(
+            sock_dir / "s.sock", 0o660, handler, authorizer or Authorizer(None), ops=OPS, **kw
+        )
         cm = running(server)
         stack.append(cm)
         return cm.__enter__()
@@ -224,7 +236,7 @@ def test_pipelined_requests_are_answered_in_order(serve: Callable[..., Server]) 
 def test_pipelined_submits_reach_the_handler_as_groups(
     serve: Callable[..., Server], handler: FakeHandler
 ) -> None:
-    """Complete submit lines already buffered behind a submit go to handle_submits together
+    """Complete submit lines already buffered behind a submit go to handle_batch together
     (one commit); a line that is not a well-formed submit ends the group, in order."""
     srv = serve()
     c = Conn(srv.path)
@@ -535,7 +547,7 @@ def test_stream_of_a_vanished_client_is_closed(
 def test_shutdown_ends_streams_and_idle_connections_quickly(
     sock_dir: Path, handler: FakeHandler
 ) -> None:
-    server = Server(sock_dir / "s.sock", 0o600, handler, Authorizer(None))
+    server = Server(sock_dir / "s.sock", 0o600, handler, Authorizer(None), ops=OPS)
     with running(server):
         watcher = Conn(server.path)
         watcher.send({"op": "watch", "id": 1})
@@ -611,7 +623,7 @@ def test_a1_forbidden_over_the_socket_and_logged(
 ) -> None:
     srv = serve(authorizer=DenyAll("syncd-ctl"))
     c = Conn(srv.path)
-    me = Peer.of(c.sock)  # our own credentials, as the server sees them
+    me = peer_of(c.sock)  # our own credentials, as the server sees them
     with caplog.at_level(logging.INFO):
         mutations: list[tuple[str, dict[str, Any]]] = [
             ("submit", {"source": "a"}),
@@ -635,9 +647,9 @@ def test_a1_allowed_mutations_are_logged_with_the_user(
     c = Conn(srv.path)
     with caplog.at_level(logging.INFO, logger="syncd"):
         assert c.call("submit", source="a")["ok"]
-        assert c.call("ping")["result"]["user"] == Peer.of(c.sock).user
+        assert c.call("ping")["result"]["user"] == peer_of(c.sock).user
     lines = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith(f"submit by {Peer.of(c.sock).user} (uid ") for m in lines)
+    assert any(m.startswith(f"submit by {peer_of(c.sock).user} (uid ") for m in lines)
     assert not any(m.startswith("ping by") for m in lines)
 
 
@@ -672,7 +684,7 @@ def test_a3_socket_appears_only_with_its_final_mode(
     umask = os.umask(0o022)
     os.umask(umask)
     group = grp.getgrgid(os.getgid()).gr_name
-    server = Server(path, mode, handler, Authorizer(None), group=group)
+    server = Server(path, mode, handler, Authorizer(None), ops=OPS, group=group)
     server.bind()
     try:
         st = os.stat(path)
@@ -694,14 +706,14 @@ def test_stale_socket_file_is_replaced(sock_dir: Path, handler: FakeHandler) -> 
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays, nobody listens: a crashed daemon's leftover
-    with running(Server(path, 0o660, handler, Authorizer(None))) as srv:
+    with running(Server(path, 0o660, handler, Authorizer(None), ops=OPS)) as srv:
         assert_responsive(srv.path)
 
 
 def test_live_daemon_is_never_displaced(serve: Callable[..., Server], handler: FakeHandler) -> None:
     first = serve()
     inode = os.stat(first.path).st_ino
-    second = Server(first.path, 0o660, handler, Authorizer(None))
+    second = Server(first.path, 0o660, handler, Authorizer(None), ops=OPS)
     with pytest.raises(SocketInUse, match=f"pid {os.getpid()}"):
         second.bind()
     second.shutdown()  # never bound: must not touch the live socket file
@@ -718,14 +730,14 @@ def test_silent_listener_and_non_socket_are_left_alone(
     other.listen(1)  # accepts (backlog) but never answers
     try:
         with pytest.raises(SocketInUse, match="did not answer"):
-            Server(path, 0o660, handler, Authorizer(None), probe_timeout=0.3).bind()
+            Server(path, 0o660, handler, Authorizer(None), ops=OPS, probe_timeout=0.3).bind()
         assert path.exists()
     finally:
         other.close()
     plain = sock_dir / "file"
     plain.write_text("keep me")
     with pytest.raises(SocketInUse, match="not a socket"):
-        Server(plain, 0o660, handler, Authorizer(None)).bind()
+        Server(plain, 0o660, handler, Authorizer(None), ops=OPS).bind()
     assert plain.read_text() == "keep me"
 
 
@@ -733,7 +745,7 @@ def test_shutdown_leaves_a_socket_file_that_is_not_ours(
     sock_dir: Path, handler: FakeHandler
 ) -> None:
     path = sock_dir / "s.sock"
-    server = Server(path, 0o660, handler, Authorizer(None))
+    server = Server(path, 0o660, handler, Authorizer(None), ops=OPS)
     with running(server):
         os.rename(path, sock_dir / "moved.sock")
         path.write_text("someone else's")

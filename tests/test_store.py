@@ -18,9 +18,10 @@ import pytest
 
 from syncd.core.clock import FakeClock, iso
 from syncd.core.errors import StoreError, StoreUnusable, SyncdError
-from syncd.core.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, Status, Task
+from syncd.core.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, NewTask, Status, Task
 from syncd.store import migrations
-from syncd.store.facade import Ending, NewTask, Pick, Store
+from syncd.store.facade import Store
+from syncd.store.requests import Ending, Pick
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def in_status(store: Store, status: Status, item: NewTask | None = None) -> Task
 
 
 def raw(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    return store.db.execute(sql, params).fetchall()
+    return store._conn.execute(sql, params).fetchall()
 
 
 def dispatch_order(store: Store, now: str | None = None) -> list[int]:
@@ -445,7 +446,9 @@ FAILPOINT_CHILD = """
 import sys
 from pathlib import Path
 from syncd.core.models import Status
-from syncd.store.facade import Ending, NewTask, Pick, Store
+from syncd.store.facade import Store
+from syncd.store.requests import Ending, Pick
+from syncd.core.models import NewTask
 
 store = Store.open(Path(sys.argv[1]))
 task_id = int(sys.argv[2])
@@ -535,7 +538,8 @@ def test_cancel_queued_only_cancels_queued(store: Store) -> None:
     a, b = queued(store, new(route="a"), new(route="b"))
     run = running(store, new(route="c"))
     done = store.cancel_queued([b.id, run.id, a.id, 999, b.id], finished_at=at(9))
-    assert done == [b.id, a.id]
+    assert [t.id for t in done] == [b.id, a.id]
+    assert all(t.status is Status.CANCELLED for t in done)
     cancelled = store.get(a.id)
     assert cancelled is not None
     assert (cancelled.status, cancelled.finished_at) == (Status.CANCELLED, at(9))
@@ -769,7 +773,7 @@ def test_open_creates_dir_and_sets_pragmas(tmp_path: Path) -> None:
 @pytest.mark.parametrize("start", range(migrations.LATEST))
 def test_migrates_from_every_earlier_version(tmp_path: Path, start: int) -> None:
     fresh = Store.open(tmp_path / "fresh.db")
-    want = schema(fresh.db.conn)
+    want = schema(fresh._conn)
     fresh.close()
     path = tmp_path / f"v{start}.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -780,7 +784,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, start: int) -> None
     s = Store.open(path)
     try:
         assert raw(s, "PRAGMA user_version") == [(migrations.LATEST,)]
-        assert schema(s.db.conn) == want
+        assert schema(s._conn) == want
         task, _ = s.enqueue(new())
         assert s.get(task.id) == task
     finally:
@@ -947,15 +951,15 @@ def test_full_disk_is_storage_error_and_nothing_half_written(store: Store) -> No
 def plans(store: Store, call: Callable[[], object]) -> str:
     """EXPLAIN QUERY PLAN of every SELECT a store call runs, as one text."""
     seen: list[str] = []
-    store.db.conn.set_trace_callback(seen.append)
+    store._conn.set_trace_callback(seen.append)
     try:
         call()
     finally:
-        store.db.conn.set_trace_callback(None)
+        store._conn.set_trace_callback(None)
     out = []
     for sql in seen:
         if sql.lstrip().upper().startswith("SELECT"):
-            rows = store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            rows = store._conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
             out.append(" | ".join(r[-1] for r in rows))
     return "\n".join(out)
 

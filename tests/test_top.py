@@ -32,7 +32,7 @@ def syncctl_script(folder: Path) -> Path:
     path = folder / "syncctl"
     path.write_text(
         f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
-        "from syncd.ctl.app import main\nmain()\n"
+        "from syncd.ctl.main import main\nmain()\n"
     )
     path.chmod(0o755)
     return path
@@ -320,7 +320,7 @@ def test_unreachable_daemon_is_shown_not_a_crash(workdir: Path, tmux: Tmux) -> N
 def test_top_refuses_json() -> None:
     from click.testing import CliRunner
 
-    from syncd.ctl.app import main
+    from syncd.ctl.main import main
 
     result = CliRunner().invoke(main, ["top", "--json", "--socket", "/nope.sock"])
     assert result.exit_code == 2 and "interactive" in result.output

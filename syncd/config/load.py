@@ -6,19 +6,26 @@ from __future__ import annotations
 import grp
 import os
 import re
+import sys
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.config.model import Config, DaemonSettings, Schedule, Source
+from syncd.config.model import Config, ConfigError, DaemonSettings, Problem, Schedule, Source
 from syncd.config.routes import INHERITED, NAME_RE, RouteBuilder
 from syncd.config.routing import RouteTable
 from syncd.config.toml import Checker, join, label
+from syncd.core import paths
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode, OnShutdown, Overlap
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 SCHEDULE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
 ENV_OVERRIDES = (
@@ -97,8 +104,8 @@ class Loader:
                 value = None if number is None else self.daemon_value(key, f"env {var}", number)
                 if value is not None:
                     values[key], origins[key] = value, "env"
-        values.setdefault("state_dir", self.default_state_dir())
-        values.setdefault("socket", self.default_socket(values["state_dir"]))
+        values.setdefault("state_dir", paths.default_state_dir(self.env))
+        values.setdefault("socket", paths.default_socket(self.env, values["state_dir"]))
         settings = DaemonSettings(**values)
         if len(os.fsencode(settings.socket)) > MAX_SOCKET_PATH:
             c.error(
@@ -143,23 +150,6 @@ class Loader:
             return c.string(path, v)
         assert key in DURATIONS, key
         return c.positive(path, v)
-
-    def default_state_dir(self) -> Path:
-        first = self.env.get("STATE_DIRECTORY", "").split(":")[0]
-        if first:
-            return Path(first)
-        if self.env.get("XDG_STATE_HOME"):
-            return Path(self.env["XDG_STATE_HOME"]) / "syncd"
-        home = Path(self.env["HOME"]) if self.env.get("HOME") else Path.home()
-        return home / ".local" / "state" / "syncd"
-
-    def default_socket(self, state_dir: Path) -> Path:
-        first = self.env.get("RUNTIME_DIRECTORY", "").split(":")[0]
-        if first:
-            return Path(first) / "syncd.sock"
-        if self.env.get("XDG_RUNTIME_DIR"):
-            return Path(self.env["XDG_RUNTIME_DIR"]) / "syncd.sock"
-        return state_dir / "syncd.sock"
 
     # -- [[schedules]] -------------------------------------------------------------------------
     def schedules(self, raw: Any, sources: dict[str, Source], broken: set[str]) -> list[Schedule]:
@@ -253,3 +243,39 @@ def _zone_exists(name: str) -> bool:
     except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
         return False
     return True
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; ConfigError lists every problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem(str(path), f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        problem = Problem(str(path), f"not UTF-8 text (byte {exc.start})")
+        raise ConfigError(str(path), [problem]) from None
+    path = path.absolute()
+    cfg = loads_config(text, base_dir=path.parent, env=env, source_name=str(path))
+    return replace(cfg, path=path)
+
+
+def loads_config(
+    text: str,
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    source_name: str = "<string>",
+) -> Config:
+    """Validate TOML text; relative paths in it are relative to `base_dir`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problem = Problem(source_name, f"TOML syntax error: {exc}")
+        raise ConfigError(source_name, [problem]) from None
+    loader = Loader(os.environ if env is None else env, base_dir)
+    cfg = loader.load(raw)
+    problems = [Problem(p, m) for p, m in loader.c.errors]
+    warnings = [Problem(p, m, "warning") for p, m in loader.c.warnings]
+    if problems or cfg is None:
+        raise ConfigError(source_name, problems + warnings)
+    return replace(cfg, warnings=tuple(warnings))

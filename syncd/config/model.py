@@ -3,20 +3,13 @@ and the loader reports every problem it finds, so one `syncd check` run shows th
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from syncd.core.models import OnShutdown, Overlap
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -115,53 +108,3 @@ class Config:
     warnings: tuple[Problem, ...] = ()
     # where each [daemon] setting came from: "default" | "file" | "env"
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-
-DEFAULT_CONFIG_PATH = Path("/etc/syncd/syncd.toml")
-
-
-def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
-    """--config, else $SYNCD_CONFIG, else /etc/syncd/syncd.toml."""
-    if cli_path:
-        return Path(cli_path)
-    if env.get("SYNCD_CONFIG"):
-        return Path(env["SYNCD_CONFIG"])
-    return DEFAULT_CONFIG_PATH
-
-
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate a config file; ConfigError lists every problem."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem(str(path), f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        problem = Problem(str(path), f"not UTF-8 text (byte {exc.start})")
-        raise ConfigError(str(path), [problem]) from None
-    path = path.absolute()
-    cfg = loads_config(text, base_dir=path.parent, env=env, source_name=str(path))
-    return replace(cfg, path=path)
-
-
-def loads_config(
-    text: str,
-    *,
-    base_dir: Path,
-    env: Mapping[str, str] | None = None,
-    source_name: str = "<string>",
-) -> Config:
-    """Validate TOML text; relative paths in it are relative to `base_dir`."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        problem = Problem(source_name, f"TOML syntax error: {exc}")
-        raise ConfigError(source_name, [problem]) from None
-    from syncd.config.load import Loader  # it builds the dataclasses above
-
-    loader = Loader(os.environ if env is None else env, base_dir)
-    cfg = loader.load(raw)
-    problems = [Problem(p, m) for p, m in loader.c.errors]
-    warnings = [Problem(p, m, "warning") for p, m in loader.c.warnings]
-    if problems or cfg is None:
-        raise ConfigError(source_name, problems + warnings)
-    return replace(cfg, warnings=tuple(warnings))

@@ -25,11 +25,6 @@ class Peer:
     gid: int
     user: str  # the user name, or str(uid) when the user database has no entry
 
-    @classmethod
-    def of(cls, sock: socket.socket) -> Peer:
-        pid, uid, gid = peer_credentials(sock)
-        return cls(pid, uid, gid, user_name(uid))
-
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) as the kernel recorded them when the peer connected."""

@@ -10,12 +10,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from syncd.control.auth import Peer, user_name
+from syncd.control.auth import Authorizer, Peer, user_name
 from syncd.control.protocol import (
+    OpSpec,
     ProtocolError,
     Request,
     encode,
@@ -26,13 +27,10 @@ from syncd.control.protocol import (
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode
 
-if TYPE_CHECKING:
-    from syncd.control.server import Server
-
 log = logging.getLogger(__name__)
 
 RECV_CHUNK = 64 * 1024
-SUBMIT_GROUP_MAX = 256  # pipelined submits committed together (one fsync for all)
+BATCH_MAX = 256  # pipelined requests of a batchable op handled together (one commit)
 WRITE_HIGH_WATER = 256 * 1024  # per-client kernel send buffer (Linux doubles SO_SNDBUF)
 
 
@@ -50,8 +48,23 @@ class RequestHandler(Protocol):
     def handle(self, request: Request, peer: Peer) -> Any:
         """A JSON-able result or a Stream; raises SyncdError for errors a client should see."""
 
-    def handle_submits(self, requests: list[Request], peer: Peer) -> list[Any]:
-        """Pipelined `submit`s in one commit: per request its result or its SyncdError."""
+    def handle_batch(self, requests: list[Request], peer: Peer) -> list[Any]:
+        """Pipelined requests of one batchable op: per request its result or SyncdError."""
+
+
+class Host(Protocol):
+    """What a connection needs from the server that accepted it."""
+
+    handler: RequestHandler
+    authorizer: Authorizer
+    ops: Mapping[str, OpSpec]
+    stopping: threading.Event
+    max_line: int
+    idle_timeout: float
+    request_timeout: float
+    drain_timeout: float
+
+    def forget(self, conn: Connection) -> None: ...
 
 
 def is_stream(result: Any) -> bool:
@@ -63,9 +76,7 @@ class Connection:
     """One client: reads NDJSON lines under the line cap and deadlines, answers them in
     order, runs at most one stream at a time. Everything it waits on has a timeout."""
 
-    def __init__(
-        self, server: Server, sock: socket.socket, creds: tuple[int, int, int], number: int
-    ):
+    def __init__(self, server: Host, sock: socket.socket, creds: tuple[int, int, int], number: int):
         self.server = server
         self.sock = sock
         pid, uid, gid = creds
@@ -195,7 +206,7 @@ class Connection:
         if not line.strip():
             return True
         try:
-            request = parse_request(line)
+            request = parse_request(line, self.server.ops)
         except ProtocolError as exc:
             code = exc.code.value
             log.info("client error from %s (pid %d): %s", self.peer.user, self.peer.pid, code)
@@ -217,8 +228,8 @@ class Connection:
                 )
                 return self._send(encode(error_reply(request.id, ErrorCode.FORBIDDEN, message)))
             log.info("%s by %s (uid %d, pid %d)", request.op, peer.user, peer.uid, peer.pid)
-        if request.op == "submit" and b"\n" in pending:
-            return self._submit_group(request, pending)
+        if request.spec.batch is not None and b"\n" in pending:
+            return self._batch(request, pending)
         try:
             result = srv.handler.handle(request, peer)
         except SyncdError as exc:
@@ -232,36 +243,37 @@ class Connection:
             return self._stream(request, result)
         return self._send(self._encode(ok_reply(request.id, result), request)[0])
 
-    def _submit_group(self, first: Request, pending: bytearray) -> bool:
-        """`first` and the complete submit lines right behind it, committed together and
-        answered in order: a client that pipelines pays one fsync per group, not per task,
-        and each reply still goes out only after its commit. The first line that is not a
-        well-formed submit ends the group and is answered the usual way."""
+    def _batch(self, first: Request, pending: bytearray) -> bool:
+        """`first` and the complete lines of the same batchable op right behind it, handled
+        together and answered in order: a client that pipelines submits pays one fsync per
+        group, not per task, and each reply still goes out only after its commit. The first
+        line that is not a well-formed request of that op ends the group and is answered the
+        usual way."""
         group = [first]
         peer = self.peer
-        while len(group) < SUBMIT_GROUP_MAX:
+        while len(group) < BATCH_MAX:
             nl = pending.find(b"\n")
             if nl < 0 or nl > self.server.max_line:
                 break
             try:
-                request = parse_request(bytes(pending[:nl]))
+                request = parse_request(bytes(pending[:nl]), self.server.ops)
             except ProtocolError:
                 break
-            if request.op != "submit":
+            if request.op != first.op:
                 break
             del pending[: nl + 1]
             group.append(request)
         if len(group) > 1:  # the first one was logged as usual; each task gets its own line
-            log.info("%d more pipelined submits by %s", len(group) - 1, peer.user)
+            log.info("%d more pipelined %s by %s", len(group) - 1, first.op, peer.user)
         try:
-            results = self.server.handler.handle_submits(group, peer)
+            results = self.server.handler.handle_batch(group, peer)
         except Exception:
-            log.exception("a group of %d submits failed (from %s)", len(group), peer.user)
+            log.exception("a group of %d %s failed (from %s)", len(group), first.op, peer.user)
             return self._send(b"".join(encode(_internal(r.id)) for r in group))
         out = []
         for request, result in zip(group, results, strict=True):
             if isinstance(result, SyncdError):
-                log.info("submit from %s refused: %s: %s", peer.user, result.code.value,
+                log.info("%s from %s refused: %s: %s", first.op, peer.user, result.code.value,
                          result.message)  # fmt: skip
                 out.append(encode(error_reply(request.id, result.code, result.message,
                                               result.details)))  # fmt: skip

@@ -1,21 +1,20 @@
-"""The socket protocol (SPEC 7): NDJSON framing, request validation with hard limits, reply
-shapes, and `OPS`, the one registry every op is declared in (syncctl and the docs test read it
-too). Nothing here touches a socket; `server.py` feeds it lines and writes what it returns."""
+"""The socket protocol: NDJSON framing, request validation with hard limits, reply shapes,
+and the shape of an op's one declaration (`OpSpec`, collected in a `Registry`). Nothing here
+touches a socket; `server.py` feeds it lines and writes what it returns."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from syncd.core.events import EVENT_KINDS
-from syncd.core.models import ErrorCode, Status
+from syncd.core.models import ErrorCode
 from syncd.core.opargs import Arg, ArgError, Check, show, signature, validate_args
 
-__all__ = ["OPS", "Arg", "OpSpec", "ProtocolError", "Request", "parse_request", "register"]
+__all__ = ["Arg", "OpSpec", "ProtocolError", "Registry", "Request", "parse_request"]
 
 VERSION = 1
 MAX_DEPTH = 32
@@ -54,13 +53,24 @@ class _Reject(ValueError):
     """Raised from inside json.loads hooks; its message is the reply's message."""
 
 
+Handler = Callable[..., Any]  # (context, args, peer) -> a JSON-able result or a stream
+BatchHandler = Callable[..., list[Any]]  # (context, requests, peer) -> per request: result or error
+
+
 @dataclass(frozen=True)
 class OpSpec:
+    """Everything about one op, declared once: validation, authorization, batching, the
+    syncctl command table and the docs all read it."""
+
     name: str
+    summary: str
     args: Mapping[str, Arg]
     mutating: bool
     stream: bool
-    summary: str
+    command: str  # the syncctl command that sends it
+    handler: Handler = field(compare=False)
+    # Consecutive pipelined requests of this op are handed over together (one commit).
+    batch: BatchHandler | None = field(default=None, compare=False)
     # A rule across args (e.g. "exactly one of"): returns a message naming them, or None.
     check: Check | None = field(default=None, compare=False)
 
@@ -73,15 +83,60 @@ class Request:
     spec: OpSpec
 
 
-OPS: dict[str, OpSpec] = {}
+class Registry(Mapping[str, OpSpec]):
+    """The ops a daemon answers, by name. Declaring one twice fails at import."""
 
+    def __init__(self) -> None:
+        self._ops: dict[str, OpSpec] = {}
 
-def register(spec: OpSpec) -> OpSpec:
-    """Add an op; declaring one twice is a bug that must fail at import, not at run time."""
-    if spec.name in OPS:
-        raise ValueError(f"op {spec.name!r} registered twice")
-    OPS[spec.name] = spec
-    return spec
+    def op(
+        self,
+        name: str,
+        summary: str,
+        args: Mapping[str, Arg] | None = None,
+        *,
+        command: str,
+        mutating: bool = True,
+        stream: bool = False,
+        batch: BatchHandler | None = None,
+        check: Check | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(
+                OpSpec(name, summary, args or {}, mutating, stream, command, handler, batch, check)
+            )
+            return handler
+
+        return register
+
+    def add(self, spec: OpSpec) -> OpSpec:
+        if spec.name in self._ops:
+            raise ValueError(f"op {spec.name!r} registered twice")
+        self._ops[spec.name] = spec
+        return spec
+
+    def __getitem__(self, name: str) -> OpSpec:
+        return self._ops[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ops)
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def docs_table(self) -> list[dict[str, Any]]:
+        """One row per op, in declaration order, for the README/docs test."""
+        return [
+            {
+                "op": s.name,
+                "args": signature(s.args),
+                "mutating": s.mutating,
+                "stream": s.stream,
+                "command": s.command,
+                "summary": s.summary,
+            }
+            for s in self._ops.values()
+        ]
 
 
 # -- replies --------------------------------------------------------------------------------
@@ -187,7 +242,7 @@ def _load(line: bytes) -> Any:
         raise ProtocolError(bad, f"invalid JSON: {exc}") from None
 
 
-def parse_request(line: bytes) -> Request:
+def parse_request(line: bytes, ops: Mapping[str, OpSpec]) -> Request:
     """One request line (without its newline) → a validated Request, or ProtocolError."""
     obj = _load(line)
     if not isinstance(obj, dict):
@@ -209,10 +264,10 @@ def parse_request(line: bytes) -> Request:
     op = obj.get("op")
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "op must be a string naming an op", req_id)
-    spec = OPS.get(op)
+    spec = ops.get(op)
     if spec is None:
         raise ProtocolError(
-            ErrorCode.UNKNOWN_OP, f"unknown op {show(op)}", req_id, {"ops": sorted(OPS)}
+            ErrorCode.UNKNOWN_OP, f"unknown op {show(op)}", req_id, {"ops": sorted(ops)}
         )
     raw_args = obj.get("args")
     try:
@@ -220,152 +275,3 @@ def parse_request(line: bytes) -> Request:
     except ArgError as exc:
         raise ProtocolError(ErrorCode.INVALID_ARGS, exc.message, req_id, exc.details) from None
     return Request(req_id, op, args, spec)
-
-
-# -- the op table (SPEC 7.1) -----------------------------------------------------------------
-
-STATUSES = tuple(s.value for s in Status)
-_ID = Arg("int", required=True, min=1, help="task id")
-_SOURCE = Arg("str", help="source name")
-_DRY_RUN = Arg("bool", False, help="report, change nothing")
-_NAME = Arg("str", required=True, help="schedule name")
-
-SUBMIT_ARGS: dict[str, Arg] = {
-    "source": Arg("str", required=True, help="source name"),
-    "sync_type": Arg("str", "all", help="sync type; absent or empty = all"),
-    "params": Arg("params", {}, help="route params, rendered as --key=value"),
-    "priority": Arg("int", None, min=0, max=9, help="default: the route's priority"),
-    "allow_duplicate": Arg("bool", False, help="do not coalesce with a queued twin"),
-}
-
-
-def _one_config_change(args: dict[str, Any]) -> str | None:
-    if (args["max_workers"] is not None) == bool(args["reset"]):
-        return "give exactly one of max_workers or reset: true"
-    return None
-
-
-def _op(
-    name: str,
-    summary: str,
-    args: dict[str, Arg] | None = None,
-    *,
-    mutating: bool = True,
-    stream: bool = False,
-    check: Check | None = None,
-) -> None:
-    register(OpSpec(name, args or {}, mutating, stream, summary, check))
-
-
-_op("ping", "daemon version, pid and uptime", mutating=False)
-_op("status", "pool state and counts", {"verbose": Arg("bool", False)}, mutating=False)
-_op(
-    "list",
-    "the live view: running, queued, recently finished",
-    {
-        "status": Arg("str_list", choices=STATUSES, min_items=1),
-        "source": _SOURCE,
-        "limit": Arg("int", 200, min=1, max=10000),
-        "after_id": Arg("int", min=0),
-        "explain": Arg("bool", False, help="add each queued row's one-word reason"),
-    },
-    mutating=False,
-)
-_op("get", "one task, every field", {"id": _ID}, mutating=False)
-_op("submit", "queue a sync (coalesced with a queued twin)", SUBMIT_ARGS)
-_op(
-    "submit_many",
-    "queue several syncs in one transaction",
-    {"items": Arg("items", required=True, min_items=1, max_items=MAX_ITEMS, items=SUBMIT_ARGS)},
-)
-_op(
-    "cancel",
-    "cancel queued or running tasks",
-    {"ids": Arg("int_list", required=True, min=1, min_items=1, max_items=10000)},
-)
-_op(
-    "set_priority",
-    "change a queued task's priority",
-    {"id": _ID, "priority": Arg("int", required=True, min=0, max=9)},
-)
-_op(
-    "history",
-    "finished tasks, newest first",
-    {
-        "source": _SOURCE,
-        "sync_type": Arg("str"),
-        "status": Arg("str_list", choices=STATUSES, min_items=1),
-        "trigger": Arg("str"),
-        "since": Arg("str", help="ISO 8601"),
-        "until": Arg("str", help="ISO 8601"),
-        "limit": Arg("int", 100, min=1, max=10000),
-    },
-    mutating=False,
-)
-_op(
-    "logs",
-    "a task's output; with follow, a stream until the task ends",
-    {"id": _ID, "follow": Arg("bool", False), "offset": Arg("int", 0, min=0)},
-    mutating=False,
-    stream=True,
-)
-_op("routes", "the routing table", {"source": _SOURCE}, mutating=False)
-_op(
-    "resolve",
-    "which route and argv a submit would run",
-    {
-        "source": SUBMIT_ARGS["source"],
-        "sync_type": SUBMIT_ARGS["sync_type"],
-        "params": SUBMIT_ARGS["params"],
-    },
-    mutating=False,
-)
-_op("schedules", "every schedule with next and last fire", mutating=False)
-_op("schedule_run", "fire a schedule now (honours its overlap)", {"name": _NAME})
-_op("schedule_pause", "disable a schedule (persisted)", {"name": _NAME})
-_op(
-    "schedule_resume",
-    "enable a schedule (persisted)",
-    {"name": _NAME, "from_now": Arg("bool", False, help="skip the paused period")},
-)
-_op("config_get", "effective settings and their origin", mutating=False)
-_op(
-    "config_set",
-    "set max_workers at runtime, or reset it",
-    {"max_workers": Arg("int", min=1, max=64), "reset": Arg("bool", False)},
-    check=_one_config_change,
-)
-_op("pause", "stop dispatching (running tasks continue)")
-_op("resume", "start dispatching again")
-_op("process_queue", "wake the dispatcher now")
-_op("clear_queue", "cancel every queued task", {"source": _SOURCE})
-_op(
-    "fix_stuck",
-    "run stale detection now and reconcile dead processes",
-    {"minutes": Arg("float", min=0, max=1e6, exclusive_min=True)},
-)
-_op("reset_state", "cancel all queued; force: kill running too", {"force": Arg("bool", False)})
-_op("reload", "re-read the config (the old one is kept on error)", {"dry_run": _DRY_RUN})
-_op("explain", "why a queued task is not running", {"id": _ID}, mutating=False)
-_op("prune", "run the history maintenance now", {"dry_run": _DRY_RUN})
-_op(
-    "watch",
-    "a stream of task, pool, schedule and config events",
-    {"events": Arg("str_list", choices=tuple(EVENT_KINDS), min_items=1)},
-    mutating=False,
-    stream=True,
-)
-
-
-def docs_table() -> list[dict[str, Any]]:
-    """One row per op, in registry order, for the README/docs test."""
-    return [
-        {
-            "op": s.name,
-            "args": signature(s.args),
-            "mutating": s.mutating,
-            "stream": s.stream,
-            "summary": s.summary,
-        }
-        for s in OPS.values()
-    ]

@@ -17,11 +17,12 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from syncd.control.auth import Authorizer, peer_credentials
 from syncd.control.connection import Connection, RequestHandler, Stream, is_stream
-from syncd.control.protocol import encode, error_reply
+from syncd.control.protocol import OpSpec, encode, error_reply
 from syncd.core.models import ErrorCode
 
 __all__ = ["RequestHandler", "Server", "SocketInUse", "Stream", "is_stream"]
@@ -51,12 +52,14 @@ class Server:
         request_timeout: float = 10.0,
         max_line: int = 1 << 20,
         drain_timeout: float = 10.0,
+        ops: Mapping[str, OpSpec],
         group: str | None = None,
         probe_timeout: float = 2.0,
     ):
         self.path = Path(path)
         self.mode = mode
         self.handler = handler
+        self.ops = ops
         self.authorizer = authorizer
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout

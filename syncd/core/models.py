@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -14,12 +14,9 @@ class Status(str, Enum):
     FAILED = "failed"  # non-zero exit, signal, timeout, stale, spawn error, lost
     CANCELLED = "cancelled"  # an operator cancelled it
 
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL
-
 
 FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+FINAL_NAMES = tuple(s.value for s in Status if s in FINAL)  # in declaration order, for CLIs
 
 # Every allowed status change; anything else is refused by the store's compare-and-set.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -29,10 +26,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
-
-
-def can_transition(old: Status, new: Status) -> bool:
-    return new in TRANSITIONS[old]
 
 
 class Overlap(str, Enum):
@@ -105,17 +98,50 @@ class Task:
 TASK_FIELDS = tuple(f for f in Task.__dataclass_fields__ if f != "internal")
 
 
-def trigger_manual() -> str:
-    return "manual"
+# What queued a task, as recorded in its `trigger`: every producer builds it with these.
+TRIGGER_MANUAL = "manual"
 
 
 def trigger_schedule(name: str) -> str:
     return f"schedule:{name}"
 
 
-def trigger_retry(task_id: int) -> str:
-    return f"retry:{task_id}"
+def trigger_follow_up(kind: str, task_id: int) -> str:
+    """A task queued by the end of another: `retry:<id>` or `requeue:<id>`."""
+    return f"{kind}:{task_id}"
 
 
-def trigger_requeue(task_id: int) -> str:
-    return f"requeue:{task_id}"
+@dataclass(frozen=True)
+class NewTask:
+    """What a submission asks the store to queue (ids, times and status are the store's)."""
+
+    source: str
+    sync_type: str
+    route: str
+    argv: list[str]
+    params: dict[str, Any]
+    priority: int
+    trigger: str
+    attempt: int = 1
+    requested_by: str | None = None
+    not_before: str | None = None
+    lost_count: int = 0
+    front: bool = False  # queue ahead of every queued task of the same priority
+
+    @classmethod
+    def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
+        """The same sync again (a retry or a requeue): same argv, params, priority and
+        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
+        base = cls(
+            source=task.source,
+            sync_type=task.sync_type,
+            route=task.route,
+            argv=list(task.argv),
+            params=dict(task.params),
+            priority=task.priority,
+            trigger=trigger,
+            attempt=task.attempt,
+            requested_by=task.requested_by,
+            lost_count=int(task.internal.get("lost_count") or 0),
+        )
+        return replace(base, **changes)

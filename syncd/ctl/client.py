@@ -13,13 +13,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from syncd.core import paths
+from syncd.core.models import FINAL_NAMES
+
 START_HINT = "Start it with `systemctl start syncd` or `syncd --config PATH`"
-SYSTEM_SOCKET = Path("/run/syncd/syncd.sock")
 # A connection unused for this long may have been closed by the daemon's 60 s idle timeout.
 REUSE_SECONDS = 30.0
 RETRY_PAUSE = 0.05
 MAX_LINE = 64 * 1024 * 1024
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 class DaemonUnreachable(Exception):
@@ -141,7 +142,7 @@ class Client:
                 events = w.open_stream("watch", {"events": ["task"]}, idle=idle)
                 current = self.call("get", id=task_id)["task"]
                 yield current
-                if current.get("status") in FINAL_STATUSES:
+                if current.get("status") in FINAL_NAMES:
                     return
                 for event in events:
                     seen = None if event is None else _event_task(event)
@@ -152,7 +153,7 @@ class Client:
                     else:
                         current = seen
                     yield current
-                    if current.get("status") in FINAL_STATUSES:
+                    if current.get("status") in FINAL_NAMES:
                         return
             # The watch ended without the task ending (daemon dropped it): subscribe again.
 
@@ -322,19 +323,6 @@ def _event_task(event: Mapping[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _first(value: str) -> str:
-    """systemd passes several directories colon-separated; the first is ours."""
-    return value.split(":")[0]
-
-
-def default_state_dir(env: Mapping[str, str]) -> Path:
-    if env.get("STATE_DIRECTORY"):
-        return Path(_first(env["STATE_DIRECTORY"]))
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "syncd"
-    return Path(env.get("HOME") or Path.home()) / ".local" / "state" / "syncd"
-
-
 def locate_socket(
     cli_socket: str | None, cli_config: str | None, env: Mapping[str, str]
 ) -> tuple[Path, str]:
@@ -345,18 +333,12 @@ def locate_socket(
         return Path(env["SYNCD_SOCKET"]), "from $SYNCD_SOCKET"
     if cli_config:
         return _socket_from_config(cli_config), f"from the config {cli_config}"
-    # The daemon's own default rules (SPEC 3), plus the systemd unit's path, which an
-    # operator's login shell does not see in its environment. An existing socket file
-    # wins; otherwise the first path the daemon itself would choose.
-    candidates: list[tuple[Path, str]] = []
-    if env.get("RUNTIME_DIRECTORY"):
-        candidates.append(
-            (Path(_first(env["RUNTIME_DIRECTORY"])) / "syncd.sock", "from $RUNTIME_DIRECTORY")
-        )
-    if env.get("XDG_RUNTIME_DIR"):
-        candidates.append((Path(env["XDG_RUNTIME_DIR"]) / "syncd.sock", "from $XDG_RUNTIME_DIR"))
-    system = (SYSTEM_SOCKET, "the systemd service's socket")
-    state = (default_state_dir(env) / "syncd.sock", "the default state dir")
+    # The daemon's own default rules, plus the systemd unit's path, which an operator's
+    # login shell does not see in its environment. An existing socket file wins; otherwise
+    # the first path the daemon itself would choose.
+    candidates = [(path, f"from {origin}") for path, origin in paths.runtime_sockets(env)]
+    system = (paths.SYSTEM_SOCKET, "the systemd service's socket")
+    state = (paths.default_state_dir(env) / paths.SOCKET_NAME, "the default state dir")
     for path, why in [*candidates, system, state]:
         if path.exists():
             return path, why
@@ -369,7 +351,8 @@ def socket_path(cli_socket: str | None, cli_config: str | None, env: Mapping[str
 
 
 def _socket_from_config(path: str) -> Path:
-    from syncd.config.model import ConfigError, load_config  # heavy: only when asked for
+    from syncd.config.load import load_config
+    from syncd.config.model import ConfigError  # heavy: only when asked for
 
     try:
         return Path(load_config(Path(path)).daemon.socket)

@@ -1,121 +1,129 @@
-"""syncctl commands for operators at a terminal: `top`, `show`, `explain`, `list-tasks`
-(with the reason each queued task waits) and `history` (--failed, per-route --summary).
-
-They live here to keep ctl.py to the plain one-request commands. Completion of task ids,
-sources, sync types and schedule names asks the daemon; it is silent when the daemon cannot
-be reached."""
+"""syncctl commands on tasks: submit (one or many), cancel, priority, logs, show, explain,
+list-tasks (with the reason each queued task waits) and history (--failed, --summary)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import json
+import sys
 from typing import Any
 
 import click
-from click.shell_completion import CompletionItem
 
+from syncd.core.models import FINAL_NAMES
 from syncd.ctl import render
 from syncd.ctl.app import (
-    FINAL,
     ID,
+    PARAM,
     call,
     client,
     command,
     emit,
     main,
     now_utc,
+    parse_params,
+    shared_client,
     since_iso,
     want_json,
 )
-from syncd.ctl.client import Client, locate_socket
 
 SUMMARY_LIMIT = 10000  # the history op's own cap: the summary covers at most this many runs
-COMPLETE_TIMEOUT = 2.0
 
 
-# -- completion from the daemon ---------------------------------------------------------------
+@command(main, "submit", "syncctl submit crm contacts --priority 3 --param full --wait")
+@click.argument("source")
+@click.argument("sync_type", metavar="[TYPE]", required=False)
+@click.option("--priority", type=click.IntRange(0, 9), help="0 = most urgent, 9 = least")
+@PARAM
+@click.option("--allow-duplicate", is_flag=True, help="do not coalesce with a queued twin")
+@click.option("--wait", is_flag=True, help="follow the task; exit 0 only if it completes")
+def submit(source: str, sync_type: str | None, params: tuple[str, ...], **kw: Any) -> None:
+    """Queue a sync."""
+    args = {"priority": kw["priority"], "allow_duplicate": kw["allow_duplicate"]}
+    params_ = parse_params(params) or None
+    r = call("submit", source=source, sync_type=sync_type, params=params_, **args)
+    t = r["task"]
+    if want_json():
+        click.echo(json.dumps(r) if kw["wait"] else json.dumps(r, indent=2))
+    else:
+        verb = "coalesced into" if r.get("coalesced") else "queued"
+        click.echo(f"{verb} task {t['id']} ({render.sync_name(t)})")
+    if not kw["wait"]:
+        return
+    last = None
+    for state in shared_client().follow_task(t["id"]):
+        if want_json():
+            click.echo(json.dumps(state))
+        elif state["status"] != last:
+            click.echo(render.task_line(state))
+        last = state["status"]
+    click.get_current_context().exit(0 if last == "completed" else 1)
 
 
-def _complete_call(ctx: click.Context, op: str, **args: Any) -> Any:
-    """One request for a completion; None on any failure (completion must never print)."""
-    try:
-        meta = ctx.meta
-        path, _ = locate_socket(meta.get("syncctl.socket"), meta.get("syncctl.config"), os.environ)
-        with Client(path, connect_timeout=COMPLETE_TIMEOUT, timeout=COMPLETE_TIMEOUT) as c:
-            return c.call(op, **args)
-    except Exception:
-        return None
+@command(main, "cancel-task", "syncctl cancel-task 812 813")
+@click.argument("task_ids", metavar="ID...", type=int, nargs=-1, required=True)
+def cancel_task(task_ids: tuple[int, ...]) -> None:
+    """Cancel queued or running tasks (alias: cancel)."""
+    emit(call("cancel", ids=list(task_ids)), render.cancel_text)
 
 
-def complete_task_ids(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    """Running and queued tasks (and recently finished ones), with their sync as help."""
-    r = _complete_call(ctx, "list", limit=200)
-    tasks = r.get("tasks", []) if isinstance(r, dict) else []
-    return [
-        CompletionItem(str(t["id"]), help=f"{t.get('status')} {render.sync_name(t)}")
-        for t in tasks
-        if str(t.get("id", "")).startswith(incomplete)
-    ]
+@command(main, "priority", "syncctl priority 813 1")
+@ID
+@click.argument("priority", metavar="N", type=click.IntRange(0, 9))
+def set_priority(task_id: int, priority: int) -> None:
+    """Change a queued task's priority (0 = most urgent)."""
+    r = call("set_priority", id=task_id, priority=priority)
+    emit(r, lambda r: f"task {task_id}: priority {r['task']['priority']}")
 
 
-def _sources(ctx: click.Context) -> list[dict[str, Any]]:
-    r = _complete_call(ctx, "routes")
-    return list(r.get("sources", [])) if isinstance(r, dict) else []
+@command(main, "logs", "syncctl logs 812 --follow")
+@ID
+@click.option("--follow", "-f", is_flag=True, help="until the task ends; exit 0 if it completed")
+def logs(task_id: int, follow: bool) -> None:
+    """A task's output."""
+    if not follow:
+        r = call("logs", id=task_id)
+        if want_json():
+            return emit(r, str)
+        click.echo(r.get("text", ""), nl=False)
+        if r.get("truncated"):
+            click.echo(f"(log truncated to its head and tail; {r.get('size')} bytes)", err=True)
+        return
+    end: dict[str, Any] = {}
+    for frame in client(timeout=None).stream("logs", id=task_id, follow=True):
+        if want_json():
+            click.echo(json.dumps(frame))
+        elif "text" in frame:
+            click.echo(frame["text"], nl=False)
+            sys.stdout.flush()
+        end = frame if "status" in frame else end
+    click.get_current_context().exit(0 if end.get("status") == "completed" else 1)
 
 
-def complete_sources(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    return [CompletionItem(s["name"]) for s in _sources(ctx) if s["name"].startswith(incomplete)]
-
-
-def complete_sync_types(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    """The routes of the SOURCE already typed (or of every source for --type)."""
-    wanted = ctx.params.get("source")
-    names = {
-        r["sync_type"]
-        for s in _sources(ctx)
-        if wanted in (None, s["name"])
-        for r in s.get("routes", [])
-    }
-    return [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]
-
-
-def complete_schedules(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    r = _complete_call(ctx, "schedules")
-    rows = r.get("schedules", []) if isinstance(r, dict) else []
-    return [CompletionItem(s["name"]) for s in rows if s["name"].startswith(incomplete)]
-
-
-Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
-COMPLETERS: dict[str, Completer] = {
-    "task_id": complete_task_ids,
-    "task_ids": complete_task_ids,
-    "source": complete_sources,
-    "sync_type": complete_sync_types,
-    "name": complete_schedules,
-}
-
-
-def attach_completers(group: click.Group) -> None:
-    """Give every ID, SOURCE, TYPE and schedule NAME parameter its daemon-backed completer.
-
-    Set on the parameters after the fact because most commands live in ctl.py; click reads
-    the same attribute its `shell_complete=` argument sets."""
-    for cmd in group.commands.values():
-        if isinstance(cmd, click.Group):
-            attach_completers(cmd)
+@command(main, "submit-many", "syncctl submit-many jobs.jsonl   # one submit object per line")
+@click.argument("source_file", type=click.File("r"), default="-")
+def submit_many(source_file: Any) -> None:
+    """Queue many syncs in one request: JSON lines of submit args (all or nothing)."""
+    items = []
+    for number, line in enumerate(source_file, 1):
+        if not line.strip():
             continue
-        for param in cmd.params:
-            fn = COMPLETERS.get(param.name or "")
-            if fn is not None and not isinstance(param.type, click.Choice):
-                param._custom_shell_complete = fn
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(
+                f"line {number}: {exc.msg}", param_hint="SOURCE_FILE"
+            ) from None
+        items.append(item)
+    if not items:
+        raise click.BadParameter("no items", param_hint="SOURCE_FILE")
+    result = call("submit_many", items=items)
+    emit(
+        result,
+        lambda r: "\n".join(
+            f"{'coalesced into' if x['coalesced'] else 'queued'} task {x['id']}"
+            for x in r["results"]
+        ),
+    )
 
 
 # -- show, explain, list-tasks, history -------------------------------------------------------
@@ -154,14 +162,14 @@ def list_tasks(active: bool, queued: bool, finished: bool, source: str | None) -
     if queued:
         r = call("list", status=["queued"], source=source, explain=True)
         return emit(r, lambda r: render.queued_table(r, now_utc()))
-    which = ["running"] if active else list(FINAL) if finished else None
+    which = ["running"] if active else list(FINAL_NAMES) if finished else None
     emit(call("list", status=which, source=source), lambda r: render.list_text(r, now_utc()))
 
 
 @command(main, "history", "syncctl history --failed --since 2h")
 @click.option("--source", help="only this source")
 @click.option("--type", "sync_type", help="only this sync type")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(FINAL))
+@click.option("--status", "statuses", multiple=True, type=click.Choice(FINAL_NAMES))
 @click.option("--failed", is_flag=True, help="only failed runs (same as --status failed)")
 @click.option("--since", metavar="WHEN", help="ISO 8601 (naive = UTC) or relative: 30m, 2h, 7d")
 @click.option("--limit", type=click.IntRange(1, 10000), help="at most N rows (daemon: 100)")
@@ -186,33 +194,3 @@ def history(
         return emit(r, lambda r: render.list_text(r, now_utc()))
     rows = render.history_summary(r.get("tasks", []))
     emit({"routes": rows, "runs": len(r.get("tasks", []))}, lambda s: render.summary_table(rows))
-
-
-# -- top --------------------------------------------------------------------------------------
-
-
-@command(main, "top", "syncctl top --no-color")
-@click.option("--no-color", is_flag=True, help="no colours (also when NO_COLOR is set)")
-@click.option(
-    "--interval",
-    type=click.FloatRange(0.2, 2.0),
-    default=2.0,
-    show_default=True,
-    help="seconds between CPU/RSS refreshes",
-)
-def top(no_color: bool, interval: float) -> None:
-    """Full-screen live dashboard fed by the daemon's event stream.
-
-    Keys: arrows select, c cancel (asks y/n), + / - make a queued task more / less urgent,
-    p pause or resume dispatching, q quit."""
-    from syncd.ctl.top.app import run_top
-
-    if want_json():
-        raise click.UsageError("top is interactive; use `syncctl watch --json` for a stream")
-    where = client()  # resolves --socket/--config/env as every command does; not connected
-    color = not no_color and not os.environ.get("NO_COLOR")
-    code = run_top(where.path, where.origin, color=color, interval=interval)
-    click.get_current_context().exit(code)
-
-
-attach_completers(main)

@@ -16,22 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config.diff import diff_configs
-from syncd.config.model import Config, ConfigError, Schedule, load_config
+from syncd.config.load import load_config
+from syncd.config.model import Config, ConfigError, Schedule
 from syncd.config.routing import RouteTable
 from syncd.control.auth import Authorizer
-from syncd.control.ops import HANDLERS, Ops
-from syncd.control.protocol import OPS
+from syncd.control.ops.base import Context
+from syncd.control.ops.table import registry
 from syncd.control.server import Server, SocketInUse
+from syncd.core import paths
 from syncd.core.clock import Clock, SystemClock
 from syncd.core.errors import StoreUnusable, SyncdError
 from syncd.core.events import EventBus
-from syncd.core.models import ErrorCode, Status
+from syncd.core.models import ErrorCode, Status, trigger_schedule
 from syncd.daemon.sdnotify import Notifier
 from syncd.pool import reconcile
 from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.monitor import Monitor
 from syncd.schedule.maintenance import Maintenance
 from syncd.schedule.scheduler import Scheduler
+from syncd.service.tasks import TaskService
 from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)
@@ -52,33 +55,33 @@ class SchedulePoolAdapter:
         self.d = daemon
 
     def submit_for_schedule(self, schedule: Schedule) -> tuple[int, bool]:
-        new = self.d.dispatcher.new_task(
+        new = self.d.tasks.request(
             schedule.source,
             schedule.sync_type,
             dict(schedule.params),
             schedule.priority,
-            f"schedule:{schedule.name}",
+            trigger_schedule(schedule.name),
             "schedule",
         )
-        task, coalesced = self.d.dispatcher.submit(new)
+        task, coalesced = self.d.tasks.submit(new)
         return task.id, coalesced
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None:
-        new = self.d.dispatcher.new_task(
+        new = self.d.tasks.request(
             schedule.source, schedule.sync_type, dict(schedule.params), None, "", None
         )
         task = self.d.store.active_for(new.source, new.route, new.params)
         return None if task is None else (task.id, task.status.value)
 
     def cancel_task(self, task_id: int) -> None:
-        self.d.dispatcher.cancel_one(task_id)
+        self.d.tasks.cancel_one(task_id)
 
 
 def acquire_lock(state_dir: Path) -> int:
     """flock <state_dir>/syncd.lock; the fd stays open (and locked) for the daemon's life."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state_dir / "syncd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd = os.open(paths.lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError as exc:
         raise StoreUnusable(str(state_dir), f"state dir not usable: {exc.strerror}") from None
     try:
@@ -117,7 +120,7 @@ class Daemon:
         for warning in cfg.warnings:
             log.warning("config %s", warning)
         self.lock_fd = acquire_lock(cfg.daemon.state_dir)
-        self.store = Store.open(cfg.daemon.state_dir / "syncd.db", clock=self.clock)
+        self.store = Store.open(paths.db_path(cfg.daemon.state_dir), clock=self.clock)
         self.dispatcher = Dispatcher(
             store=self.store,
             routes=RouteTable.from_config(cfg),
@@ -125,6 +128,7 @@ class Daemon:
             clock=self.clock,
             events=self.events,
         )
+        self.tasks = TaskService(self.store, self.dispatcher, self.clock)
         self.monitor = Monitor(self.dispatcher, self.clock)
         self.reconcile_lost()
         self.scheduler = Scheduler(cfg.schedules, self.store, SchedulePoolAdapter(self), self.clock)
@@ -136,15 +140,12 @@ class Daemon:
             history_days=cfg.daemon.history_days,
             log_dir=self.dispatcher.log_dir,
         )
-        missing = set(OPS) ^ set(HANDLERS)
-        if missing:
-            raise RuntimeError(f"ops without handler or spec: {sorted(missing)}")
-        self.ops = Ops(self)
         self.server = Server(
             cfg.daemon.socket,
             cfg.daemon.socket_mode,
-            self.ops,
+            Context(self),
             Authorizer(cfg.daemon.control_group),
+            ops=registry(),
         )
         try:
             self.server.bind()

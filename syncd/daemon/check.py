@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.config.model import Config, ConfigError, Problem, load_config
+from syncd.config.load import load_config
+from syncd.config.model import Config, ConfigError, Problem
 from syncd.core.clock import iso
 from syncd.cron import CronError, CronExpr
 

@@ -1,5 +1,5 @@
 """The pool: slot accounting (global, per source, per route), dispatch in priority/FIFO order,
-one worker thread per running task, and the one submit path everything enqueues through.
+one worker thread per running task, and the announcement of every task change it makes.
 
 Dispatch is event-driven: submits, finishes and config changes notify `cond`; the daemon's
 loop waits on it until the next deadline and calls `tick()`."""
@@ -15,17 +15,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from syncd.config.model import DaemonSettings, Route
 from syncd.config.routing import RouteTable
+from syncd.core import paths
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
-from syncd.core.models import ErrorCode, Status, Task
+from syncd.core.failpoints import failpoint
+from syncd.core.models import NewTask, Status, Task, trigger_follow_up
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
-from syncd.store.facade import Ending, NewTask, Pick, Store, failpoint
+from syncd.store.facade import Store
+from syncd.store.requests import Ending, Pick
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,6 @@ class Outcome(NamedTuple):
     error: str | None
 
 
-def _minutes(value: float) -> str:
-    return f"{value:g} min"
-
-
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -88,7 +86,6 @@ class Dispatcher:
         clock: Clock,
         events: EventBus,
         base_env: Mapping[str, str] | None = None,
-        child_factory: Callable[[SpawnRequest], Child] = Child.start,
     ):
         self.store = store
         self.routes = routes
@@ -96,7 +93,6 @@ class Dispatcher:
         self.clock = clock
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.child_factory = child_factory
         self.cond = threading.Condition()
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
@@ -105,7 +101,7 @@ class Dispatcher:
         # set_max_workers changes it (a SQLite read per tick was a measurable share of one).
         override = store.get_setting("max_workers")
         self._max_workers_override = int(override) if override else None
-        self.log_dir = settings.state_dir / "logs"
+        self.log_dir = paths.log_dir(settings.state_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- settings ---------------------------------------------------------------------------
@@ -132,85 +128,6 @@ class Dispatcher:
             self.routes = routes
             self.settings = settings
         self._changed("config")
-
-    # -- submit -----------------------------------------------------------------------------
-    def new_task(
-        self,
-        source: str,
-        sync_type: str | None,
-        params: Mapping[str, Any] | None,
-        priority: int | None,
-        trigger: str,
-        requested_by: str | None,
-    ) -> NewTask:
-        res = self.routes.resolve(source, sync_type, params)
-        return NewTask(
-            source=res.source,
-            sync_type=res.sync_type,
-            route=res.route.sync_type,
-            argv=list(res.argv),
-            params=dict(res.params),
-            priority=res.route.priority if priority is None else priority,
-            trigger=trigger,
-            requested_by=requested_by,
-        )
-
-    def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
-        return self.submit_group([(new, allow_duplicate)])[0]
-
-    def submit_group(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
-        """Submits committed together (pipelined on one connection), each logged and
-        announced as its own; unlike submit_many, one event per task."""
-        results = self.store.enqueue_many(items)
-        for (new, _), (task, coalesced) in zip(items, results, strict=True):
-            what = "coalesced" if coalesced else "queued"
-            log.info("task %d %s: %s.%s (%s)", task.id, what, task.source, task.route, new.trigger)
-            self._task_event(task, wake=False)
-        if results and not self.paused:  # paused: nothing for the loop to do (resume wakes it)
-            self.wake()
-        return results
-
-    def submit_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
-        results = self.store.enqueue_many(items)
-        log.info("submit_many: %d items, %d new", len(results), sum(not c for _, c in results))
-        self._changed("pool", wake=not self.paused)
-        return results
-
-    # -- cancel -----------------------------------------------------------------------------
-    def cancel(self, ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
-        tasks = {i: self.store.get(i) for i in ids}
-        unknown = [i for i, t in tasks.items() if t is None]
-        if unknown:
-            raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {unknown[0]}", {"unknown": unknown})
-        cancelled: list[int] = []
-        skipped: list[dict[str, Any]] = []
-        # Under `cond` throughout: no slot is refilled until every id is handled, so a
-        # queued task named here cannot start in the slot of a running one killed here.
-        with self.cond:
-            for task_id in ids:
-                if self.cancel_one(task_id):
-                    cancelled.append(task_id)
-                else:
-                    current = self.store.get(task_id)
-                    assert current is not None
-                    skipped.append({"id": task_id, "status": current.status.value})
-        return cancelled, skipped
-
-    def cancel_one(self, task_id: int, reason: str = KILL_CANCEL) -> bool:
-        """Cancel a queued task at once, or kill a running one (it ends `cancelled`)."""
-        with self.cond:
-            rt = self.running.get(task_id)
-            if rt is not None:
-                self._kill(rt, reason)
-                return True
-        done = self.store.cancel_queued([task_id], finished_at=iso(self.clock.now()))
-        if done:
-            task = self.store.get(task_id)
-            if task is not None:
-                log.info("task %d cancelled while queued", task_id)
-                self._task_event(task)
-            self.wake()
-        return bool(done)
 
     def kill(self, task_id: int, reason: str, detail: str | None = None) -> bool:
         with self.cond:
@@ -315,7 +232,7 @@ class Dispatcher:
         task = rt.task
         log.info("task %d started: %s.%s (%s)", task.id, task.source, task.route, task.trigger)
         try:
-            self._task_event(task, wake=False)  # whoever claimed it is the one awake
+            self.announce_task(task, wake=False)  # whoever claimed it is the one awake
         except Exception:
             log.exception("task %d: announcing its start failed", task.id)
 
@@ -379,13 +296,13 @@ class Dispatcher:
                     "SYNCD_ATTEMPT": str(task.attempt),
                 },
             )
-            child = self.child_factory(
+            child = Child.start(
                 SpawnRequest(
                     task_id=task.id,
                     argv=task.argv,
                     cwd=route.cwd,
                     env=env,
-                    log_path=self.log_dir / f"{task.id}.log",
+                    log_path=paths.task_log(self.log_dir, task.id),
                     log_max_bytes=self.settings.log_max_bytes,
                     caller_waits=True,
                 )
@@ -432,13 +349,13 @@ class Dispatcher:
         retry = requeue = None
         if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
             if self.settings.on_shutdown.value == "requeue":
-                requeue = NewTask.follow_up(task, f"requeue:{task.id}", front=True)
+                requeue = NewTask.follow_up(task, trigger_follow_up("requeue", task.id), front=True)
         elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
             backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
             backoff *= 1 + random.uniform(0, 0.1)
             retry = NewTask.follow_up(
                 task,
-                f"retry:{task.id}",
+                trigger_follow_up("retry", task.id),
                 attempt=task.attempt + 1,
                 not_before=iso(now + timedelta(seconds=backoff)),
             )
@@ -497,9 +414,9 @@ class Dispatcher:
                 "task %d queued: %s (%s)", follow.id, follow.trigger, follow.not_before or "now"
             )
         if done is not None:
-            self._task_event(done, wake=False)
+            self.announce_task(done, wake=False)
         if follow is not None:  # a new deadline (a retry's not_before) for the loop
-            self._task_event(follow)
+            self.announce_task(follow)
 
     def _persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
         """A final write that must not be lost to a full disk or a foreign lock: retry every
@@ -529,29 +446,45 @@ class Dispatcher:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- events -----------------------------------------------------------------------------
-    def _task_event(self, task: Task, *, wake: bool = True) -> None:
-        if self.events.subscriber_count:  # nobody watching: build no event at all
-            self.events.publish(
-                {
-                    "event": "task",
-                    "at": iso(self.clock.now()),
-                    "task": task.to_dict(),
-                    "status": task.status.value,
-                }
-            )
-        self._changed("pool", wake=wake)
-
-    def _changed(self, kind: str, *, wake: bool = True) -> None:
-        # The pool event costs a counts() query: only pay for it when someone watches.
-        if kind == "pool" and self.events.subscriber_count:
-            counts = self.store.counts()
-            status = {"running": len(self.running), "queued": counts.get("queued", 0)}
-            self.events.publish({"event": "pool", "at": iso(self.clock.now()), "status": status})
-        elif kind != "pool":
-            self.events.publish({"event": kind, "at": iso(self.clock.now())})
-        if wake:
+    def wake_for_queue(self) -> None:
+        """New queued work: wake the loop, unless paused (resume wakes it)."""
+        if not self.paused:
             self.wake()
 
+    def announce_task(self, task: Task, *, wake: bool = True) -> None:
+        """Publish a task's new state (and the pool's counts). Best effort: it runs after a
+        commit, so a failure here is logged, never raised into the caller of that commit."""
+        try:
+            if self.events.subscriber_count:  # nobody watching: build no event at all
+                self.events.publish(
+                    {
+                        "event": "task",
+                        "at": iso(self.clock.now()),
+                        "task": task.to_dict(),
+                        "status": task.status.value,
+                    }
+                )
+        except Exception:
+            log.exception("publishing the event of task %d failed", task.id)
+        self.announce_pool(wake=wake)
 
-def log_path(state_dir: Path, task_id: int) -> Path:
-    return state_dir / "logs" / f"{task_id}.log"
+    def announce_pool(self, *, wake: bool = False) -> None:
+        self._changed("pool", wake=wake)
+
+    def _task_event(self, task: Task, *, wake: bool = True) -> None:
+        self.announce_task(task, wake=wake)
+
+    def _changed(self, kind: str, *, wake: bool = True) -> None:
+        try:
+            # The pool event costs a counts() query: only pay for it when someone watches.
+            if kind == "pool" and self.events.subscriber_count:
+                counts = self.store.counts()
+                status = {"running": len(self.running), "queued": counts.get("queued", 0)}
+                event = {"event": "pool", "at": iso(self.clock.now()), "status": status}
+                self.events.publish(event)
+            elif kind != "pool":
+                self.events.publish({"event": kind, "at": iso(self.clock.now())})
+        except Exception:
+            log.exception("publishing a %s event failed", kind)
+        if wake:
+            self.wake()

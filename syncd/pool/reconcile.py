@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from syncd.core.clock import Clock, iso
-from syncd.core.models import Status, Task
+from syncd.core.models import NewTask, Status, Task, trigger_follow_up
 from syncd.pool.procs import ProcIdentity, kill_identified_group
-from syncd.store.facade import NewTask, Store
+from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) 
     if lost_count > cap:
         error = f"lost {lost_count} times, not requeued"
     else:
-        requeue = NewTask.follow_up(task, f"requeue:{task.id}", lost_count=lost_count, front=True)
+        requeue = NewTask.follow_up(
+            task, trigger_follow_up("requeue", task.id), lost_count=lost_count, front=True
+        )
     done, follow = store.finish(
         task.id,
         Status.FAILED,

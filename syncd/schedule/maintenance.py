@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from syncd.core import paths
 from syncd.core.clock import Clock, iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.cron import CronExpr
 from syncd.schedule.scheduler import MAX_WAIT, due_slot
 from syncd.store.facade import Store
-from syncd.tasklog.writer import log_task_id, remove_log
+from syncd.tasklog.writer import remove_log
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class Maintenance:
             log.warning("maintenance: last run not saved: %s", exc.message)
 
     def _log_path(self, task_id: int) -> Path:
-        return self._log_dir / f"{int(task_id)}.log"
+        return paths.task_log(self._log_dir, task_id)
 
     def _log_size(self, task_id: int) -> int:
         try:
@@ -163,7 +164,7 @@ class Maintenance:
         except OSError as exc:
             log.warning("prune: cannot list %s: %s", self._log_dir, exc.strerror or exc)
             return 0
-        found = {i for i in map(log_task_id, names) if i is not None}
+        found = {i for i in map(paths.log_task_id, names) if i is not None}
         highest = self._store.max_id()
         gone = self._store.missing_ids([i for i in found if i <= highest])
         if gone:

@@ -20,13 +20,30 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from syncd.core.clock import iso, parse_iso
+from syncd.core.clock import Clock, iso, parse_iso
 from syncd.core.models import Status, Task
+from syncd.pool.dispatcher import Dispatcher
+from syncd.store.facade import Store
 
-if TYPE_CHECKING:
-    from syncd.daemon.app import Daemon
+
+class Schedules(Protocol):
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
+class Daemon(Protocol):
+    """The parts of the daemon an explanation reads."""
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def scheduler(self) -> Schedules: ...
+
 
 RECENT_RUNS = 20
 LOOK_AHEAD = 200

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlite_utils
-
 from syncd.core.clock import Clock, SystemClock
 from syncd.core.errors import StoreError, StoreUnusable
 from syncd.core.models import ErrorCode, Task
@@ -41,7 +39,6 @@ class StoreBase:
         self, conn: sqlite3.Connection, path: Path, clock: Clock, busy_timeout_ms: int = 5000
     ):
         self.path = path
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)  # for tests and tools
         self._conn = conn
         self._clock = clock
         self._lock = threading.RLock()

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
-from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, Status, Task
+from syncd.core.failpoints import failpoint
+from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
 from syncd.store.db import StoreBase
+from syncd.store.enqueue import Batch
+from syncd.store.listing import list_groups, rank
+from syncd.store.requests import Ending, Pick
 from syncd.store.rows import (
     FINISHED,
     FINISHED_INDEX,
@@ -26,110 +28,15 @@ from syncd.store.rows import (
     QUEUE_INDEX,
     QUEUE_ORDER,
     RETURNING,
-    Batch,
     canonical_params,
     chunks,
     follow_up_exists,
     get_in,
-    list_groups,
     marks,
-    rank,
     row_task,
 )
 
 log = logging.getLogger(__name__)
-
-_FAILPOINT = os.environ.get("SYNCD_FAILPOINT")
-
-
-def failpoint(name: str) -> None:
-    """Die on the spot (exit 99) when SYNCD_FAILPOINT names this point: crash tests."""
-    if name == _FAILPOINT:
-        os._exit(99)
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """What a submission asks the store to queue (ids, times and status are the store's)."""
-
-    source: str
-    sync_type: str
-    route: str
-    argv: list[str]
-    params: dict[str, Any]
-    priority: int
-    trigger: str
-    attempt: int = 1
-    requested_by: str | None = None
-    not_before: str | None = None
-    lost_count: int = 0
-    front: bool = False  # queue ahead of every queued task of the same priority
-
-    @classmethod
-    def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
-        """The same sync again (a retry or a requeue): same argv, params, priority and
-        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
-        base = cls(
-            source=task.source,
-            sync_type=task.sync_type,
-            route=task.route,
-            argv=list(task.argv),
-            params=dict(task.params),
-            priority=task.priority,
-            trigger=trigger,
-            attempt=task.attempt,
-            requested_by=task.requested_by,
-            lost_count=int(task.internal.get("lost_count") or 0),
-        )
-        return replace(base, **changes)
-
-
-@dataclass(frozen=True)
-class Pick:
-    """Which queued task dispatch may start: due by `now`, outside full sources and busy
-    routes (the pool's in-memory view, passed in)."""
-
-    now: str
-    exclude_sources: Collection[str] = ()
-    exclude_routes: Collection[tuple[str, str]] = ()
-
-    def where(self) -> tuple[str, list[Any]]:
-        where = "status = 'queued' AND (not_before IS NULL OR not_before <= ?)"
-        params: list[Any] = [self.now]
-        if self.exclude_sources:
-            where += f" AND source NOT IN ({marks(len(self.exclude_sources))})"
-            params.extend(self.exclude_sources)
-        if self.exclude_routes:
-            pairs = ", ".join("(?, ?)" for _ in self.exclude_routes)
-            where += f" AND (source, route) NOT IN (VALUES {pairs})"
-            params.extend(x for pair in self.exclude_routes for x in pair)
-        return where, params
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How a running task ended, as its finish records it (a retry or a requeue at most)."""
-
-    status: Status
-    finished_at: str
-    exit_code: int | None
-    error: str | None
-    retry: NewTask | None = None
-    requeue: NewTask | None = None
-    progress: str | None = None  # the last progress line
-
-    def follow_up(self, task_id: int) -> NewTask | None:
-        """The follow-up to queue with the finish, checked against the task it follows."""
-        if self.status not in TRANSITIONS[Status.RUNNING]:
-            raise ValueError(f"finish to {self.status.value} is not allowed")
-        if self.retry is not None and self.requeue is not None:
-            raise ValueError("a task gets a retry or a requeue, not both")
-        follow_up = self.retry or self.requeue
-        if follow_up is not None:
-            kind = "retry" if self.retry is not None else "requeue"
-            if follow_up.trigger != f"{kind}:{task_id}":
-                raise ValueError(f"{kind} of task {task_id} has trigger {follow_up.trigger!r}")
-        return follow_up
 
 
 _SETTABLE = frozenset(
@@ -280,19 +187,19 @@ class Store(StoreBase):
             follow = batch.add([(follow_up, True)])[0][0]
         return get_in(conn, task_id), follow
 
-    def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[int]:
-        """queued → cancelled for each id still queued; returns those cancelled."""
-        done: list[int] = []
+    def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[Task]:
+        """queued → cancelled for each id still queued, in one transaction; returns the
+        tasks cancelled, in the order asked."""
+        done: dict[int, Task] = {}
         with self._write("cancel") as conn:
             for chunk in chunks(list(ids)):
                 rows = conn.execute(
                     f"UPDATE tasks SET status = 'cancelled', finished_at = ?"
-                    f" WHERE status = 'queued' AND id IN ({marks(len(chunk))}) RETURNING id",
+                    f" WHERE status = 'queued' AND id IN ({marks(len(chunk))}) {RETURNING}",
                     (finished_at, *chunk),
                 ).fetchall()
-                done.extend(r[0] for r in rows)
-        wanted = set(done)
-        return [i for i in dict.fromkeys(ids) if i in wanted]
+                done.update((task.id, task) for task in map(row_task, rows))
+        return [done[i] for i in dict.fromkeys(ids) if i in done]
 
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""

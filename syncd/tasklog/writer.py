@@ -319,16 +319,6 @@ def copy_range(src: int, offset: int, length: int, out: BinaryIO) -> None:
         length -= len(chunk)
 
 
-# A task's log and what a crash may leave beside it (the names remove_log takes).
-_LOG_NAME = re.compile(r"([0-9]+)\.log(?:\.tmp|\.tail|\.tail\.old)?")
-
-
-def log_task_id(name: str) -> int | None:
-    """The task id a file name in the log directory belongs to; None for other files."""
-    match = _LOG_NAME.fullmatch(name)
-    return int(match.group(1)) if match else None
-
-
 def remove_log(path: Path) -> int:
     """Delete a task's log and what a crash may have left (segments, temporary file);
     return the bytes freed. Missing files are fine."""

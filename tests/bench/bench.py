@@ -511,7 +511,7 @@ def bench_cli(args: argparse.Namespace) -> dict[str, Any]:
     with daemon(routes_of([TRUE])) as d:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         exe = shutil.which("syncctl", path=str(Path(sys.executable).parent))
-        cmd = [exe] if exe else [sys.executable, "-c", "from syncd.ctl.app import main; main()"]
+        cmd = [exe] if exe else [sys.executable, "-c", "from syncd.ctl.main import main; main()"]
         cmd += ["--socket", str(d.socket), "status"]
         subprocess.run(cmd, env=env, check=True, capture_output=True)  # warm the page cache
         times = timed(lambda: subprocess.run(cmd, env=env, check=True, capture_output=True), 20)

@@ -13,7 +13,7 @@ from tests.e2e.conftest import REPO
 
 def syncctl(*args: str, socket: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-c", "from syncd.ctl.app import main; main()"]
+    cmd = [sys.executable, "-c", "from syncd.ctl.main import main; main()"]
     if socket is not None:
         cmd += ["--socket", str(socket)]
     return subprocess.run(

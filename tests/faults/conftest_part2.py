@@ -38,7 +38,7 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures are re-exported to tes
     workdir,
 )
 
-CTL = [sys.executable, "-c", "from syncd.ctl.app import main; main()"]
+CTL = [sys.executable, "-c", "from syncd.ctl.main import main; main()"]
 PING_LIMIT = 0.100  # RELIABILITY 2.4: ping from another client answers in under 100 ms
 
 

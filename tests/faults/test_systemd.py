@@ -32,7 +32,7 @@ def unit_copy(tmp_path: Path) -> Path:
     checks that ExecStart/ExecReload name a real file)."""
     text = UNIT.read_text()
     assert "/usr/local/bin/syncd " in text and "/usr/local/bin/syncctl " in text
-    text = text.replace("/usr/local/bin/syncctl ", f"{sys.executable} -m syncd.ctl.app ")
+    text = text.replace("/usr/local/bin/syncctl ", f"{sys.executable} -m syncd.ctl.main ")
     text = text.replace("/usr/local/bin/syncd ", f"{sys.executable} -m syncd ")
     copy = tmp_path / "syncd.service"
     copy.write_text(text)

@@ -1,0 +1,1 @@
+"""The op handlers, each declared once with its arguments, flags and syncctl command."""

@@ -1,0 +1,15 @@
+"""Crash points for the fault tests: a process started with SYNCD_FAILPOINT=<name> dies on
+the spot (exit 99) when it reaches that point, so a test can kill the daemon exactly between
+two writes."""
+
+from __future__ import annotations
+
+import os
+
+_FAILPOINT = os.environ.get("SYNCD_FAILPOINT")
+
+
+def failpoint(name: str) -> None:
+    """Die on the spot (exit 99) when SYNCD_FAILPOINT names this point: crash tests."""
+    if name == _FAILPOINT:
+        os._exit(99)
