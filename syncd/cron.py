@@ -1,4 +1,4 @@
-"""Cron expressions (SPEC 5.8): strict parsing and `next_after`, as pure functions of their
+"""Cron expressions: strict parsing and `next_after`, as pure functions of their
 arguments. Nothing here reads a clock; the caller passes the instant to search from.
 
 Syntax is Vixie cron's five fields with names, 7 = Sunday and the `@` macros. A field that
@@ -7,8 +7,8 @@ rule: only when both day fields are restricted does a day match if *either* matc
 otherwise both must match. Anything else is rejected with the field named, and so is an
 expression that can never fire (`0 0 31 2 *`), so a parsed expression always has a next fire.
 
-Daylight saving time, decided here because the spec leaves the repeated hour ambiguous
-(RELIABILITY T4). The expression is evaluated on the wall clock of `tz`, as Vixie cron does:
+Daylight saving time, decided here because cron itself leaves the repeated hour ambiguous
+The expression is evaluated on the wall clock of `tz`, as Vixie cron does:
 
 * Fixed-time jobs -- minute and hour are single values, ranges or lists, no `*` and no step
   (`30 2 * * *`, `0 9-17 * * 1-5`) -- fire once per matching wall time: a time skipped by a

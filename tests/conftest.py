@@ -1,4 +1,5 @@
-"""Suite-wide: human output shows local time, so every test runs in UTC unless it sets TZ."""
+"""Suite-wide: the shared fixtures (tests/helpers/fixtures.py), and UTC as local time (human
+output shows local time, so every test runs in UTC unless it sets TZ)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+pytest_plugins = ("tests.helpers.fixtures",)
 
 
 @pytest.fixture(autouse=True, scope="session")

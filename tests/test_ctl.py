@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 from syncd.ctl import app as ctl
 from syncd.ctl import pool as ctl_pool
 from syncd.ctl.main import main as syncctl
-from tests.test_client import FakeDaemon, FakeError
-from tests.test_render import STATUS, task
+from tests.helpers.fake_daemon import FakeDaemon, FakeError
+from tests.helpers.rows import STATUS, task
 
 T = task(812, "hubspot", "contacts", status="queued")
 CANNED: dict[str, Any] = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from syncd.control.ops.table import registry
+from syncd.control.ops.table import markdown, registry
 from syncd.ctl.main import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -50,3 +50,9 @@ def test_every_command_help_has_an_example() -> None:
 def test_readme_names_the_demo_and_test_commands() -> None:
     assert "syncd demo" in README
     assert "python -m pytest" in README
+
+
+def test_readme_op_table_is_the_registry() -> None:
+    """Regenerate with `python -m syncd.control.ops.table` after declaring an op."""
+    block = README.split("<!-- ops:start -->\n", 1)[1].split("<!-- ops:end -->", 1)[0]
+    assert block == markdown()

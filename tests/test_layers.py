@@ -180,3 +180,23 @@ def test_a_planted_upward_import_is_found_and_named(tmp_path: Path, relative: bo
     bad = upward_imports(import_graph(pkg))
     assert bad == ["syncd.store.db imports syncd.pool.runner, a layer above it"]
     assert cycles(import_graph(pkg)) == [["syncd.pool.runner", "syncd.store.db"]]
+
+
+def test_tests_share_helpers_only_through_tests_helpers() -> None:
+    """A test module imports no other test module and no conftest: what tests share lives
+    in tests/helpers/ (fixtures come from its plugin)."""
+    root = Path(__file__).parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        if "helpers" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("tests") and not name.startswith("tests.helpers"):
+                    bad.append(f"{path.relative_to(root)} imports {name}")
+    assert bad == []

@@ -4,7 +4,6 @@ deleted tasks only, dry runs, and the `prune_at` bookkeeping driven by a FakeClo
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,18 +16,6 @@ from syncd.store.facade import Store
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    st = Store.open(tmp_path / "syncd.db", clock)
-    yield st
-    st.close()
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncd.core.clock import FakeClock, iso
+from syncd.core.clock import iso
 from syncd.core.models import NewTask, Status, Task
 from syncd.pool import reconcile
 from syncd.pool.procs import boot_id, proc_starttime
@@ -29,18 +28,6 @@ STUBBORN = (
     "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "print('ready', flush=True); time.sleep(600)"
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    s = Store.open(tmp_path / "syncd.db", clock)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from syncd.pool import procs, runner
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env, read_env_file
 from syncd.tasklog.reader import read_log
-from tests.test_procs import live, live_in_group, pause, read_pids, wait_until
+from tests.helpers.procs import live, live_in_group, pause, read_pids, wait_until
 
 PY = sys.executable
 _task_ids = itertools.count(1)

@@ -4,10 +4,8 @@ jumps (RELIABILITY T1, T2), DST in the scheduler (T3, T4), pause/resume and rest
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,18 +77,6 @@ class StorePool:
         task_id, _ = self.submit_for_schedule(s)
         assert self.store.transition(task_id, Status.QUEUED, Status.RUNNING) is not None
         return task_id
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    st = Store.open(tmp_path / "syncd.db", clock)
-    yield st
-    st.close()
 
 
 @pytest.fixture

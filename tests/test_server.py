@@ -30,7 +30,7 @@ from syncd.control.server import Server, SocketInUse, Stream
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode
 from syncd.ctl.client import Client
-from tests.e2e.conftest import wait_for
+from tests.helpers.daemon import wait_for
 
 PING_BUDGET = 0.1
 

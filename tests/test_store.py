@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from itertools import product
 from pathlib import Path
@@ -25,18 +25,6 @@ from syncd.store.requests import Ending, Pick
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    s = Store.open(tmp_path / "state" / "syncd.db", clock)
-    yield s
-    s.close()
 
 
 def at(seconds: float) -> str:

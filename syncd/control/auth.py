@@ -1,6 +1,6 @@
 """Who is on the other end of the socket (SO_PEERCRED, set by the kernel, not claimed by the
 client) and whether they may use mutating ops: root, the daemon's own user, or a member of
-`control_group` (SPEC 7, RELIABILITY A1/A2)."""
+`control_group`; reading is open to every local user who can reach the socket."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The control socket: bind without a permissive window, one thread per connection, and the
-limits that keep one slow or hostile client from hurting anyone else (SPEC 7, RELIABILITY
-2.4). Only this module and connection.py touch sockets; requests go to a RequestHandler
-(ops.py)."""
+limits that keep one slow or hostile client from hurting anyone else (line cap, idle and
+request deadlines, a connection cap). Only this module and connection.py touch sockets;
+requests go to a RequestHandler (the op context of control/ops)."""
 
 from __future__ import annotations
 

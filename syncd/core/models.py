@@ -85,7 +85,7 @@ class Task:
     internal: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The task object of the protocol: exactly the fields of SPEC 5.1. Built by hand:
+        """The task object of the protocol: exactly the public fields of a task. Built by hand:
         `asdict` deep-copies recursively, and this runs for every task of every reply and
         event. argv and params are copied one level, which is all they have."""
         out = {name: getattr(self, name) for name in TASK_FIELDS}

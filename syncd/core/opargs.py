@@ -1,6 +1,6 @@
 """Argument schemas of the socket ops: strict types, hard size caps, and errors that name the
 argument. Unknown names are refused, never ignored, so no client can slip `argv`, `cwd`,
-`env` or `command` past an op (RELIABILITY A5)."""
+`env` or `command` past an op."""
 
 from __future__ import annotations
 

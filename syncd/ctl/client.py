@@ -1,4 +1,4 @@
-"""The syncctl side of the socket protocol (SPEC 7): NDJSON requests over AF_UNIX.
+"""The syncctl side of the socket protocol : NDJSON requests over AF_UNIX.
 
 Imported by every syncctl run, so it imports only the standard library; the config loader
 is imported lazily, and only when the socket has to be read from a config file."""

@@ -1,4 +1,4 @@
-"""Human output of syncctl: pure functions from protocol results (SPEC 7.1) to text.
+"""Human output of syncctl: pure functions from protocol results to text.
 
 Kept apart from the commands so every format, the operators' monitor block above all,
 is unit tested character for character."""
@@ -104,7 +104,7 @@ def running_for(task: Row, now: datetime) -> float | None:
 
 
 def monitor_block(status: Row, now: datetime) -> str:
-    """The old system's `Worker Pool Status` block, exactly (SPEC 6)."""
+    """The old system's `Worker Pool Status` block, exactly, so scripts written for it keep working."""
     lines = [
         f"[{now.strftime('%Y-%m-%d %H:%M:%S')}] Worker Pool Status:",
         f"  Max Workers: {status.get('max_workers')}",

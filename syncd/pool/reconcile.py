@@ -1,4 +1,4 @@
-"""Startup recovery (SPEC 5.7): rows a previous daemon instance left `running`.
+"""Startup recovery: rows a previous daemon instance left `running`.
 
 Each such task is failed as lost and requeued at the front of its priority, within the
 poison-pill cap (`max_lost_requeues`), in the same transaction as the failure. Before that, a

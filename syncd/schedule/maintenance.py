@@ -1,4 +1,4 @@
-"""The built-in maintenance (SPEC 5.8, last bullet): prune old history and its logs, give the
+"""The built-in maintenance : prune old history and its logs, give the
 freed pages back, check the database. It is not a task: it needs no slot and runs on the
 daemon loop (at `prune_at`, cron in UTC) or on `syncctl prune`.
 

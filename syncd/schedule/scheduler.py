@@ -1,4 +1,4 @@
-"""Cron schedules (SPEC 5.4, 5.8): decide which slots are due and hand each fire to the pool.
+"""Cron schedules: decide which slots are due and hand each fire to the pool.
 
 The scheduler never enqueues by itself: a fire goes through `SchedulePool`, the daemon's one
 submit path, so limits, coalescing and history apply to schedules as to manual requests.
@@ -353,7 +353,7 @@ class Scheduler:
             return self._row(entry, now)
 
     def describe(self) -> list[dict[str, Any]]:
-        """The `schedules` op rows (SPEC 7.1)."""
+        """The `schedules` op rows."""
         with self._lock:
             now = self._clock.now()
             return [self._row(e, now) for e in self._entries.values()]

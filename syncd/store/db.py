@@ -283,8 +283,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    """Connection pragmas (RELIABILITY "Recommended defaults"). auto_vacuum only takes
-    effect before the first table exists, so it is set before migrating a new file."""
+    """Connection pragmas: WAL, synchronous=FULL (an acknowledged write survives power loss),
+    a busy timeout. auto_vacuum only takes effect before the first table exists, so it is set
+    before migrating a new file."""
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if migrations.version(conn) == 0:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")

@@ -52,7 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.conftest import Conn, DaemonProc, render_config, wait_for  # noqa: E402
+from tests.helpers.daemon import Conn, DaemonProc, render_config, wait_for  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ROUTES = 4

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import REPO
+from tests.helpers.daemon import REPO
 
 
 def syncd_command() -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.conftest import Conn, DaemonProc
+from tests.helpers.daemon import Conn, DaemonProc
 
 
 def task_events(conn: Conn, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:

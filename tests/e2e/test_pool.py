@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from tests.e2e.conftest import DaemonProc, wait_for
+from tests.helpers.daemon import DaemonProc, wait_for
 
 
 def intervals(record: Path) -> dict[str, list[float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import wait_for
+from tests.helpers.daemon import wait_for
 
 EVERY_MINUTE = [
     {

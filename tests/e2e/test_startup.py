@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.conftest import REPO
+from tests.helpers.daemon import REPO
 
 
 def run_syncd(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 10):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import REPO
+from tests.helpers.daemon import REPO
 
 
 def syncctl(*args: str, socket: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,17 +14,14 @@ import stat
 import subprocess
 import time
 
-from tests.faults.conftest_part2 import (
+from tests.helpers.system import (
     DaemonProc,
     FaultUsers,
-    make_daemon,  # noqa: F401
     raw_as,
     read_json_lines,
     script_route,
     syncctl,
-    test_users,  # noqa: F401
     wait_for,
-    workdir,  # noqa: F401
     write_script,
 )
 
@@ -37,7 +34,7 @@ MUTATING = [
 READ_ONLY = [("ping", {}), ("status", {}), ("list", {}), ("routes", {}), ("get", {"id": 1})]
 
 
-def open_daemon(make_daemon, workdir, users: FaultUsers) -> DaemonProc:  # noqa: F811
+def open_daemon(make_daemon, workdir, users: FaultUsers) -> DaemonProc:
     os.chmod(workdir, 0o755)  # mkdtemp makes it 0700: let the test users reach the socket
     d = make_daemon(daemon={"socket_mode": "0666", "control_group": users.group})
     d.call("pause")
@@ -45,7 +42,7 @@ def open_daemon(make_daemon, workdir, users: FaultUsers) -> DaemonProc:  # noqa:
     return d
 
 
-def test_a1_outsider_may_read_but_not_mutate(make_daemon, workdir, test_users):  # noqa: F811
+def test_a1_outsider_may_read_but_not_mutate(make_daemon, workdir, test_users):
     d = open_daemon(make_daemon, workdir, test_users)
     uid, _ = test_users.ids(test_users.outsider)
     replies = raw_as(test_users.outsider, d.socket, MUTATING + READ_ONLY)
@@ -61,9 +58,9 @@ def test_a1_outsider_may_read_but_not_mutate(make_daemon, workdir, test_users): 
 
 
 def test_a2_supplementary_and_primary_group_members_may_mutate(
-    make_daemon,  # noqa: F811
-    workdir,  # noqa: F811
-    test_users,  # noqa: F811
+    make_daemon,
+    workdir,
+    test_users,
 ):
     d = open_daemon(make_daemon, workdir, test_users)
     # The member's process does not carry the group (extra_groups=[]): the daemon must find
@@ -83,7 +80,7 @@ def test_a2_supplementary_and_primary_group_members_may_mutate(
     assert f"submit by {test_users.member} (uid" in d.stderr()
 
 
-def test_a3_socket_mode_from_the_first_instant(make_daemon, workdir):  # noqa: F811
+def test_a3_socket_mode_from_the_first_instant(make_daemon, workdir):
     d = make_daemon(start=False)
     d.start(wait=False)
     modes: set[int] = set()
@@ -108,7 +105,7 @@ with open(sys.argv[1], "a") as f:
 """
 
 
-def test_a4_params_are_argv_elements_never_a_shell(make_daemon, workdir):  # noqa: F811
+def test_a4_params_are_argv_elements_never_a_shell(make_daemon, workdir):
     script = write_script(workdir, "argv_job.py", RECORD_ARGV)
     route = script_route(script, allowed_params=["since", "full"])
     route["argv"] = [*route["argv"], str(workdir / "argv.json")]
@@ -155,7 +152,7 @@ def test_a4_params_are_argv_elements_never_a_shell(make_daemon, workdir):  # noq
         assert not [line for line in execs if '"-c"' in line], execs
 
 
-def test_a5_clients_cannot_pass_argv_cwd_env_or_command(make_daemon):  # noqa: F811
+def test_a5_clients_cannot_pass_argv_cwd_env_or_command(make_daemon):
     d = make_daemon()
     base = {"source": "alpha", "sync_type": "a1"}
     for field, value in [
@@ -172,7 +169,7 @@ def test_a5_clients_cannot_pass_argv_cwd_env_or_command(make_daemon):  # noqa: F
     assert d.call("list")["tasks"] == []
 
 
-def test_a6_env_file_secret_never_leaves_the_child(make_daemon, workdir):  # noqa: F811
+def test_a6_env_file_secret_never_leaves_the_child(make_daemon, workdir):
     secret = "sentinel-a6-d41d8cd98f"
     env_file = workdir / "secrets.env"
     env_file.write_text(f"API_TOKEN={secret}\nOTHER='{secret}-2'\n")

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest_part2 import (
+from tests.helpers.system import (
     DaemonProc,
     PingProbe,
     alive,
     assert_responsive,
     group_scan,
-    make_daemon,  # noqa: F401
     read_json_lines,
     rss_bytes,
     script_route,
     wait_for,
-    workdir,  # noqa: F401
     write_script,
 )
 
@@ -54,7 +52,7 @@ def assert_group_gone(leader: int, pids: list[int]) -> None:
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout", "stale"])
-def test_p2_five_grandchildren_none_survives(make_daemon, workdir, how):  # noqa: F811
+def test_p2_five_grandchildren_none_survives(make_daemon, workdir, how):
     d = make_daemon(
         {"alpha": {"routes": {"a1": "a1", "tmo": {"command": "tmo", "timeout_minutes": 0.03}}}},
         daemon={"stale_minutes": 0.06},
@@ -93,7 +91,7 @@ time.sleep(600)
 """
 
 
-def test_p3_setsid_grandchild_is_swept_on_cancel(make_daemon, workdir):  # noqa: F811
+def test_p3_setsid_grandchild_is_swept_on_cancel(make_daemon, workdir):
     script = write_script(workdir, "setsid_job.py", SETSID)
     route = script_route(script)
     route["argv"] = [*route["argv"], str(workdir / "escaped")]
@@ -118,7 +116,7 @@ sys.exit(0)
 """
 
 
-def test_p4_leader_exits_while_grandchild_holds_stdout(make_daemon, workdir):  # noqa: F811
+def test_p4_leader_exits_while_grandchild_holds_stdout(make_daemon, workdir):
     script = write_script(workdir, "holder.py", HOLDER)
     route = script_route(script)
     route["argv"] = [*route["argv"], str(workdir / "holder.pid")]
@@ -159,7 +157,7 @@ print("inspected", flush=True)
 """
 
 
-def test_p6_child_sees_only_std_fds_its_env_and_env_file_secret(make_daemon, workdir):  # noqa: F811
+def test_p6_child_sees_only_std_fds_its_env_and_env_file_secret(make_daemon, workdir):
     script = write_script(workdir, "peek_child.py", INSPECT)
     secret = "sentinel-p6-7f3a9c"
     (workdir / "secrets.env").write_text(f"SENTINEL_SECRET={secret}\n")
@@ -181,7 +179,7 @@ def test_p6_child_sees_only_std_fds_its_env_and_env_file_secret(make_daemon, wor
     assert secret not in d.stderr()
 
 
-def test_p7_one_gigabyte_flood(make_daemon):  # noqa: F811
+def test_p7_one_gigabyte_flood(make_daemon):
     d = make_daemon(daemon={"log_max_bytes": 1 << 20})
     assert d.proc is not None
     base_rss = rss_bytes(d.proc.pid)
@@ -221,7 +219,7 @@ out.flush()
 """
 
 
-def test_p8_binary_output_and_a_megabyte_progress_line(make_daemon, workdir):  # noqa: F811
+def test_p8_binary_output_and_a_megabyte_progress_line(make_daemon, workdir):
     script = write_script(workdir, "binary.py", BINARY)
     d = make_daemon({"alpha": {"routes": {"bin": script_route(script)}}})
     task = d.call("submit", source="alpha", sync_type="bin")["task"]
@@ -234,7 +232,7 @@ def test_p8_binary_output_and_a_megabyte_progress_line(make_daemon, workdir):  #
     assert_responsive(d)
 
 
-def test_p9_deleted_executable_fails_spawn_and_retries_by_policy(make_daemon, workdir):  # noqa: F811
+def test_p9_deleted_executable_fails_spawn_and_retries_by_policy(make_daemon, workdir):
     tool = write_script(workdir, "tool.py", "print('tool ran')\n")
     d = make_daemon(
         {
@@ -267,7 +265,7 @@ def test_p9_deleted_executable_fails_spawn_and_retries_by_policy(make_daemon, wo
     assert not [t for t in rows if t["trigger"] == f"retry:{retry['id']}"]
 
 
-def test_p10_busy_but_silent_is_not_stale_silent_is(make_daemon):  # noqa: F811
+def test_p10_busy_but_silent_is_not_stale_silent_is(make_daemon):
     d = make_daemon(daemon={"stale_minutes": 0.03})  # 1.8 s
     busy = d.call("submit", source="alpha", sync_type="a1", params={"busy": 4})["task"]["id"]
     idle = d.call("submit", source="alpha", sync_type="a2", params={"sleep": 60})["task"]["id"]

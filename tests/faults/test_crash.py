@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from syncd.pool.procs import boot_id, proc_starttime
-from tests.e2e.conftest import REPO, Conn, DaemonProc, wait_for
-from tests.faults.conftest import (
+from tests.helpers.crash import (
     SLEEPER,
     db_connect,
     kill9,
@@ -29,6 +28,7 @@ from tests.faults.conftest import (
     submit,
     wait_running_with_pid,
 )
+from tests.helpers.daemon import REPO, Conn, DaemonProc, wait_for
 
 LOST = "lost: daemon restarted"
 ALL = ["queued", "running", "completed", "failed", "cancelled"]

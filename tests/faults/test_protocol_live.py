@@ -10,14 +10,12 @@ import threading
 import time
 
 from syncd.ctl.client import Client
-from tests.faults.conftest_part2 import (
+from tests.helpers.system import (
     Conn,
     DaemonProc,
     assert_responsive,
-    make_daemon,  # noqa: F401
     rss_bytes,
     wait_for,
-    workdir,  # noqa: F401
 )
 
 
@@ -61,7 +59,7 @@ def closed(s: socket.socket) -> bool:
         return False
 
 
-def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):  # noqa: F811
+def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):
     d = make_daemon()
     assert d.proc is not None
     before = rss_bytes(d.proc.pid)
@@ -84,7 +82,7 @@ def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):  # noqa: F811
     assert_responsive(d)
 
 
-def test_k2_garbage_lines_leave_the_connection_usable(make_daemon):  # noqa: F811
+def test_k2_garbage_lines_leave_the_connection_usable(make_daemon):
     d = make_daemon()
     s = raw(d)
     for line in [b"{not json", b"[1, 2]", b'"a string"', b'{"v": 1, "op": "ping\xff\xfe"}']:
@@ -97,7 +95,7 @@ def test_k2_garbage_lines_leave_the_connection_usable(make_daemon):  # noqa: F81
     assert_responsive(d)
 
 
-def test_k3_deep_huge_and_wide_json(make_daemon):  # noqa: F811
+def test_k3_deep_huge_and_wide_json(make_daemon):
     d = make_daemon()
     attacks = [
         b"[" * 1000,
@@ -118,7 +116,7 @@ def test_k3_deep_huge_and_wide_json(make_daemon):  # noqa: F811
     assert_responsive(d)
 
 
-def test_k4_unknown_op_bad_args_and_version_echo_the_id(make_daemon):  # noqa: F811
+def test_k4_unknown_op_bad_args_and_version_echo_the_id(make_daemon):
     d = make_daemon()
     s = raw(d)
     cases = [
@@ -138,7 +136,7 @@ def test_k4_unknown_op_bad_args_and_version_echo_the_id(make_daemon):  # noqa: F
     assert_responsive(d)
 
 
-def test_k5_two_hundred_concurrent_clients(make_daemon):  # noqa: F811
+def test_k5_two_hundred_concurrent_clients(make_daemon):
     d = make_daemon()
     d.call("pause")  # so the one task stays queued for the count
     results: list[int] = []
@@ -168,7 +166,7 @@ def test_k5_two_hundred_concurrent_clients(make_daemon):  # noqa: F811
     assert_responsive(d)
 
 
-def test_k6_connections_beyond_256_get_busy(make_daemon):  # noqa: F811
+def test_k6_connections_beyond_256_get_busy(make_daemon):
     d = make_daemon()
     held: list[socket.socket] = []
     try:
@@ -194,7 +192,7 @@ def test_k6_connections_beyond_256_get_busy(make_daemon):  # noqa: F811
             s.close()
 
 
-def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):  # noqa: F811
+def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):
     d = make_daemon(daemon={"log_max_bytes": 64 << 20})
     task = d.call(
         "submit", source="alpha", sync_type="a1", params={"output-bytes": 20 << 20, "sleep": 60}
@@ -230,7 +228,7 @@ def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):  # noqa: F811
     assert d.task(task["id"])["status"] == "running"  # dispatch and the task are unaffected
 
 
-def test_k9_client_gone_right_after_submit(make_daemon):  # noqa: F811
+def test_k9_client_gone_right_after_submit(make_daemon):
     d = make_daemon()
     d.call("pause")
     for n in range(20):

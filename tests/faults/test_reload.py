@@ -11,13 +11,11 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import render_config
-from tests.faults.conftest_part2 import (
+from tests.helpers.daemon import render_config
+from tests.helpers.system import (
     DaemonProc,
-    make_daemon,  # noqa: F401
     syncctl,
     wait_for,
-    workdir,  # noqa: F401
 )
 
 SETTINGS = {"max_workers": 1, "heartbeat_seconds": 0.2, "kill_grace_seconds": 1}
@@ -51,7 +49,7 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_CONFIGS))
-def test_c1_rejected_reload_keeps_config_and_names_key_paths(make_daemon, kind):  # noqa: F811
+def test_c1_rejected_reload_keeps_config_and_names_key_paths(make_daemon, kind):
     d = make_daemon({"alpha": {"routes": {"a1": "a1", "a2": "a2", "a3": "a3"}}}, daemon=SETTINGS)
     running, queued = busy_pool(d)
     before = d.call("routes")
@@ -87,7 +85,7 @@ def test_c1_rejected_reload_keeps_config_and_names_key_paths(make_daemon, kind):
     assert "Traceback" not in d.stderr()
 
 
-def test_c2_hundred_sighups_in_a_second_leave_one_coherent_config(make_daemon):  # noqa: F811
+def test_c2_hundred_sighups_in_a_second_leave_one_coherent_config(make_daemon):
     d = make_daemon({"alpha": {"routes": {"a1": "a1"}}}, daemon=SETTINGS)
     assert d.proc is not None
     start = time.monotonic()
@@ -116,7 +114,7 @@ def test_c2_hundred_sighups_in_a_second_leave_one_coherent_config(make_daemon): 
     assert "rejected" not in d.stderr()
 
 
-def test_c3_removed_route_fails_its_queued_tasks_with_unknown_route(make_daemon):  # noqa: F811
+def test_c3_removed_route_fails_its_queued_tasks_with_unknown_route(make_daemon):
     d = make_daemon({"alpha": {"routes": {"a1": "a1", "a2": "a2", "a3": "a3"}}}, daemon=SETTINGS)
     d.call("pause")
     doomed = d.call("submit", source="alpha", sync_type="a2")["task"]["id"]
@@ -144,7 +142,7 @@ def test_c3_removed_route_fails_its_queued_tasks_with_unknown_route(make_daemon)
     assert "Traceback" not in d.stderr()
 
 
-def test_reload_applies_history_days_to_maintenance(make_daemon):  # noqa: F811
+def test_reload_applies_history_days_to_maintenance(make_daemon):
     d = make_daemon({"alpha": {"routes": {"a1": "a1"}}}, daemon={**SETTINGS, "history_days": 30})
     ids = [
         d.call("submit", source="alpha", sync_type="a1", allow_duplicate=True)["task"]["id"]

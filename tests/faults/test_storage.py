@@ -11,15 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from tests.faults.conftest_part2 import (
+from tests.helpers.system import (
     assert_responsive,
     fill_disk,
-    make_daemon,  # noqa: F401
     read_only_bind,
     script_route,
     tmpfs,
     wait_for,
-    workdir,  # noqa: F401
     write_script,
 )
 
@@ -44,7 +42,7 @@ def quick_check(db: Path) -> str:
         conn.close()
 
 
-def test_s1_full_disk_refuses_submits_and_recovers(make_daemon, workdir):  # noqa: F811
+def test_s1_full_disk_refuses_submits_and_recovers(make_daemon, workdir):
     write_script(workdir, "writer.py", WRITER)
     with tmpfs(workdir / "state", "2m"):
         d = make_daemon(
@@ -142,7 +140,7 @@ def _hold_lock_cli(db: Path, seconds: float) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_s2_short_lock_waits_long_lock_answers_busy(make_daemon):  # noqa: F811
+def test_s2_short_lock_waits_long_lock_answers_busy(make_daemon):
     d = make_daemon(daemon={"max_workers": 1})
     db = d.state_dir / "syncd.db"
 
@@ -187,7 +185,7 @@ def test_s2_short_lock_waits_long_lock_answers_busy(make_daemon):  # noqa: F811
     assert quick_check(db) == "ok"
 
 
-def test_s4_read_only_state_dir_exits_78_with_one_line(make_daemon, workdir):  # noqa: F811
+def test_s4_read_only_state_dir_exits_78_with_one_line(make_daemon, workdir):
     d = make_daemon()
     assert d.stop() == 0
     d.stderr_path.write_text("")
@@ -207,7 +205,7 @@ def test_s4_read_only_state_dir_exits_78_with_one_line(make_daemon, workdir):  #
     assert "read-only" in last.lower() or "readonly" in last.lower(), last
 
 
-def test_s4_fresh_read_only_state_dir_exits_78(make_daemon, workdir):  # noqa: F811
+def test_s4_fresh_read_only_state_dir_exits_78(make_daemon, workdir):
     state = workdir / "state"
     state.mkdir()
     d = make_daemon(start=False)

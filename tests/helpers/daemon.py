@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-JOB = Path(__file__).with_name("job.py")
+JOB = REPO / "tests" / "e2e" / "job.py"  # the job every test route runs
 JOB_PARAMS = [
     "sleep",
     "exit",
@@ -279,3 +279,14 @@ def kill_orphaned_tasks(db: Path) -> None:
         if starttime and boot and ProcIdentity(pid, starttime, boot).is_alive():
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def syncctl_script(folder: Path) -> Path:
+    """An executable `syncctl` running this checkout with this interpreter."""
+    path = folder / "syncctl"
+    path.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+        "from syncd.ctl.main import main\nmain()\n"
+    )
+    path.chmod(0o755)
+    return path

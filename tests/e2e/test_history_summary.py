@@ -15,9 +15,9 @@ from click.testing import CliRunner, Result
 
 from syncd.ctl import render
 from syncd.ctl.main import main as syncctl
-from tests.e2e.conftest import JOB, DaemonProc, make_daemon, workdir  # noqa: F401
-from tests.test_client import FakeDaemon
-from tests.test_render import task
+from tests.helpers.daemon import JOB, DaemonProc
+from tests.helpers.fake_daemon import FakeDaemon
+from tests.helpers.rows import task
 
 
 def run_(seconds: float, status: str = "completed", n: int = 0, **kw: object) -> dict[str, object]:
@@ -120,7 +120,7 @@ def test_show_names_the_rule() -> None:
     assert sorted(line.split()[0] for line in fallback) == sorted(task(2, "crm", "deals"))
 
 
-def test_against_a_real_daemon(make_daemon: Callable[..., DaemonProc]) -> None:  # noqa: F811
+def test_against_a_real_daemon(make_daemon: Callable[..., DaemonProc]) -> None:
     d = make_daemon({"alpha": {"fallback": "a1", "routes": {"a1": "a1", "a2": "a2"}}})
     ids = []
     for sync_type, params in [("a1", {}), ("a1", {"exit": "3"}), ("zzz", {}), ("a2", {})]:

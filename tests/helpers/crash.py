@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Conn, DaemonProc, make_daemon, wait_for, workdir
-
-__all__ = ["make_daemon", "workdir"]  # re-exported fixtures
+from tests.helpers.daemon import Conn, DaemonProc, wait_for
 
 SLEEPER = {"sleep": 600}  # params of a job that runs until it is killed
 

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from syncd.daemon.sdnotify import DEFAULT_WATCHDOG_SECONDS, Notifier, watchdog_interval
-from tests.e2e.conftest import Conn, make_daemon, wait_for, workdir
-
-__all__ = ["make_daemon", "workdir"]  # fixtures
+from tests.helpers.daemon import Conn, wait_for
 
 
 class FakeSystemd:

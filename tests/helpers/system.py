@@ -1,10 +1,7 @@
-"""Shared helpers of the fault tests against a real daemon (RELIABILITY 2.2-2.6, part 2).
-
-Test modules import the `workdir` and `make_daemon` fixtures from here (they come from
-tests/e2e/conftest.py), plus: a `syncctl` runner, ping latency probes, little job scripts
-written into the test's work dir, a real tmpfs mount and throw-away system users. Everything
-here needs root for the mount and user parts; CI runs as root, so those fail loudly rather
-than skip when the machine refuses."""
+"""Real system resources for the fault tests: a `syncctl` runner, ping latency probes,
+little job scripts written into the test's work dir, a real tmpfs mount and throw-away
+system users. The mount and user parts need root; CI runs as root, so they fail loudly
+rather than skip when the machine refuses."""
 
 from __future__ import annotations
 
@@ -28,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401  (fixtures are re-exported to test modules)
+from tests.helpers.daemon import (  # noqa: F401  (fixtures are re-exported to test modules)
     JOB,
     REPO,
     Conn,

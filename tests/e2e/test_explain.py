@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from syncd.core.clock import parse_iso
 from syncd.ctl.main import main as syncctl_main
-from tests.e2e.conftest import DaemonProc, make_daemon, wait_for, workdir  # noqa: F401
+from tests.helpers.daemon import DaemonProc, wait_for
 
 LONG = {"sleep": "120"}
 
@@ -28,7 +28,7 @@ def syncctl(d: DaemonProc, *args: str) -> str:
     return result.output
 
 
-def test_each_reason(make_daemon: Callable[..., DaemonProc]) -> None:  # noqa: F811
+def test_each_reason(make_daemon: Callable[..., DaemonProc]) -> None:
     d = make_daemon(
         {
             "alpha": {
@@ -92,7 +92,7 @@ def test_each_reason(make_daemon: Callable[..., DaemonProc]) -> None:  # noqa: F
 
 
 def test_a_task_of_a_paused_schedule_still_runs_and_explain_says_so(
-    make_daemon: Callable[..., DaemonProc],  # noqa: F811
+    make_daemon: Callable[..., DaemonProc],
 ) -> None:
     d = make_daemon(
         schedules=[
@@ -117,7 +117,7 @@ def seconds_between(a: str | None, b: str | None) -> float:
     return (end - start).total_seconds()
 
 
-def test_estimate_from_recent_runs(make_daemon: Callable[..., DaemonProc]) -> None:  # noqa: F811
+def test_estimate_from_recent_runs(make_daemon: Callable[..., DaemonProc]) -> None:
     d = make_daemon(
         {"alpha": {"routes": {"a1": "a1", "a2": "a2", "a3": "a3"}}}, daemon={"max_workers": 1}
     )

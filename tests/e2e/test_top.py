@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,27 +14,14 @@ from pathlib import Path
 import pytest
 
 from syncd.ctl.top import screen as top_screen
-from tests.e2e.conftest import (  # noqa: F401  (fixtures)
-    REPO,
+from tests.helpers.daemon import (
     DaemonProc,
-    make_daemon,
+    syncctl_script,
     wait_for,
-    workdir,
 )
-from tests.test_render import task
+from tests.helpers.rows import task
 
 NOW = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
-
-
-def syncctl_script(folder: Path) -> Path:
-    """An executable `syncctl` running this checkout with this interpreter."""
-    path = folder / "syncctl"
-    path.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
-        "from syncd.ctl.main import main\nmain()\n"
-    )
-    path.chmod(0o755)
-    return path
 
 
 # -- the model and the screen, without a terminal ----------------------------------------------
@@ -188,7 +174,7 @@ class Tmux:
 
 
 @pytest.fixture
-def tmux(workdir: Path) -> Iterator[Tmux]:  # noqa: F811
+def tmux(workdir: Path) -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (CI installs it: .ci/run)")
     t = Tmux(workdir)
@@ -201,8 +187,8 @@ def row_of(screen: str, task_id: int) -> str:
 
 
 def test_top_in_a_real_terminal(
-    make_daemon: Callable[..., DaemonProc],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    make_daemon: Callable[..., DaemonProc],
+    workdir: Path,
     tmux: Tmux,
 ) -> None:
     routes = {f"a{i}": f"a{i}" for i in range(1, 7)}
@@ -270,8 +256,8 @@ def start_top(tmux: Tmux, folder: Path, d: DaemonProc, env: str = "", after: str
 
 
 def test_ctrl_c_restores_the_terminal(
-    make_daemon: Callable[..., DaemonProc],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    make_daemon: Callable[..., DaemonProc],
+    workdir: Path,
     tmux: Tmux,
 ) -> None:
     start_top(tmux, workdir, make_daemon(), after="stty -a; echo STTY-END")
@@ -282,8 +268,8 @@ def test_ctrl_c_restores_the_terminal(
 
 
 def test_resizing_the_terminal_redraws_at_the_new_size(
-    make_daemon: Callable[..., DaemonProc],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    make_daemon: Callable[..., DaemonProc],
+    workdir: Path,
     tmux: Tmux,
 ) -> None:
     # LINES/COLUMNS exported, as some shells do: ncurses would pin the size to them.
@@ -309,7 +295,7 @@ def test_resizing_the_terminal_redraws_at_the_new_size(
     tmux.wait(lambda s: "EXIT=0" in s, "a clean exit")
 
 
-def test_unreachable_daemon_is_shown_not_a_crash(workdir: Path, tmux: Tmux) -> None:  # noqa: F811
+def test_unreachable_daemon_is_shown_not_a_crash(workdir: Path, tmux: Tmux) -> None:
     script = syncctl_script(workdir)
     tmux.start(f"{script} top --socket {workdir}/none.sock; echo EXIT=$?; sleep 60")
     tmux.wait(lambda s: "! reconnecting: no daemon at" in s, "the message")

@@ -15,8 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from syncd.ctl.main import main as syncctl
-from tests.e2e.conftest import DaemonProc, make_daemon, workdir  # noqa: F401
-from tests.test_top import syncctl_script
+from tests.helpers.daemon import DaemonProc, syncctl_script
 
 
 def complete(folder: Path, words: list[str], env: dict[str, str] | None = None) -> list[str]:
@@ -51,7 +50,7 @@ def complete(folder: Path, words: list[str], env: dict[str, str] | None = None) 
     return [line for line in lines[1:] if line]
 
 
-def test_command_names_complete_in_a_real_bash(workdir: Path) -> None:  # noqa: F811
+def test_command_names_complete_in_a_real_bash(workdir: Path) -> None:
     env = {"SYNCD_SOCKET": str(workdir / "none.sock")}
     assert complete(workdir, ["syncctl", "can"], env) == ["cancel-task"]
     assert complete(workdir, ["syncctl", "schedule", "re"], env) == ["resume"]
@@ -59,8 +58,8 @@ def test_command_names_complete_in_a_real_bash(workdir: Path) -> None:  # noqa: 
 
 
 def test_ids_sources_types_and_schedules_come_from_the_daemon(
-    make_daemon: Callable[..., DaemonProc],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    make_daemon: Callable[..., DaemonProc],
+    workdir: Path,
 ) -> None:
     d = make_daemon(
         {
@@ -86,7 +85,7 @@ def test_ids_sources_types_and_schedules_come_from_the_daemon(
     assert complete(workdir, words, {"SYNCD_SOCKET": "/nowhere.sock"}) == ["beta"]
 
 
-def test_completion_is_silent_without_a_daemon(workdir: Path) -> None:  # noqa: F811
+def test_completion_is_silent_without_a_daemon(workdir: Path) -> None:
     env = {"SYNCD_SOCKET": str(workdir / "none.sock")}
     assert complete(workdir, ["syncctl", "cancel-task", ""], env) == []
     assert complete(workdir, ["syncctl", "submit", ""], env) == []

@@ -1,0 +1,1 @@
+"""What tests share: a real daemon to drive, fakes, fixtures and system tools (one place)."""
