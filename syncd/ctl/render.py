@@ -104,7 +104,7 @@ def running_for(task: Row, now: datetime) -> float | None:
 
 
 def monitor_block(status: Row, now: datetime) -> str:
-    """The old system's `Worker Pool Status` block, exactly, so scripts written for it keep working."""
+    """The old system's `Worker Pool Status` block, exactly: scripts that read it keep working."""
     lines = [
         f"[{now.strftime('%Y-%m-%d %H:%M:%S')}] Worker Pool Status:",
         f"  Max Workers: {status.get('max_workers')}",

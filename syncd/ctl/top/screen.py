@@ -45,7 +45,7 @@ class Model:
     # -- derived --------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """available / busy / overloaded by counts alone, recomputed as soon as an event changes them."""
+        """available / busy / overloaded from counts alone, recomputed on every event."""
         if self.active_count < self.max_workers:
             return "available"
         return "overloaded" if self.queued_count else "busy"
