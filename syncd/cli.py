@@ -8,6 +8,7 @@ import json
 import os
 import traceback
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 
@@ -79,6 +80,68 @@ def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bo
         for line in render_text(result):
             click.echo(line)
     ctx.exit(0 if result.valid else 1)
+
+
+@main.group(
+    "import",
+    epilog="Example: syncd import celery-beat beat.json --config /etc/syncd/syncd.toml",
+)
+def import_group() -> None:
+    """Turn another scheduler's periodic jobs into syncd schedules."""
+
+
+@import_group.command(
+    "celery-beat",
+    epilog="Example: python manage.py dumpdata django_celery_beat | "
+    "syncd import celery-beat - --map legacy.tasks.crm_all=hubspot.all >> syncd.toml",
+)
+@click.argument("dump", metavar="[FILE|-]", type=click.File("rb"), default="-")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="TASK=SOURCE.SYNC_TYPE",
+    help="Run this Celery task name as this route (repeatable). Default: the route whose "
+    "command is the task name's last part.",
+)
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.pass_context
+def import_celery_beat(
+    ctx: click.Context, dump: Any, maps: tuple[str, ...], config_path: str | None
+) -> None:
+    """Convert `manage.py dumpdata django_celery_beat` JSON into [[schedules]] TOML.
+
+    The TOML goes to stdout, the report of what was not converted (and why) to stderr.
+    Exit 0 all converted, 1 some not converted, 2 unusable input, map or config."""
+    from syncd.bridge.celery_import import DumpError, MapError
+    from syncd.bridge.celery_import import import_celery_beat as convert
+
+    path = resolve_config_path(config_path or ctx.obj.get("config"), os.environ)
+    try:
+        cfg = load_config(path)
+        config_text = path.read_text(encoding="utf-8")
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise click.UsageError(f"config {path} is not valid: fix it first (syncd check)") from None
+    try:
+        text = dump.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{dump.name}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        result = convert(text, cfg, config_text, maps, datetime.now(timezone.utc))
+    except MapError as exc:
+        raise click.BadParameter(str(exc), param_hint="--map") from None
+    except DumpError as exc:
+        raise click.UsageError(f"{dump.name}: {exc}") from None
+    click.echo(result.toml, nl=False)
+    for line in result.report:
+        click.echo(line, err=True)
+    if result.problems:
+        click.echo(f"pasted into {path}, this output would not pass syncd check:", err=True)
+        for line in result.problems:
+            click.echo(f"  {line}", err=True)
+    ctx.exit(result.exit_code)
 
 
 @main.command(epilog="Example: syncd demo")
