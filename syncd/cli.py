@@ -15,7 +15,7 @@ import click
 from syncd import __version__
 from syncd.config.model import ConfigError, load_config, resolve_config_path
 from syncd.core.errors import StoreUnusable
-from syncd.daemon.check import render_json, render_text, run_check
+from syncd.daemon.check import probe_lines, render_json, render_text, run_check, run_probe
 
 EX_SOFTWARE = 70
 EX_CONFIG = 78
@@ -47,6 +47,19 @@ def run_foreground(config_path: str | None) -> int:
             click.echo(str(problem), err=True)
         click.echo(f"syncd: config error in {path}: {len(exc.errors)} problem(s)", err=True)
         return EX_CONFIG
+    if cfg.daemon.probe_on_start:
+        report = run_probe(cfg, os.environ)
+        for line in probe_lines(report):
+            click.echo(line, err=True)
+        if report.problems:
+            for problem in report.problems:
+                click.echo(str(problem), err=True)
+            click.echo(
+                f"syncd: config error in {path}: {len(report.problems)} problem(s) found by "
+                "the command probe (daemon.probe_on_start)",
+                err=True,
+            )
+            return EX_CONFIG
     try:
         from syncd.daemon.app import run_daemon  # heavy (SQLite, sockets): only when running
 
@@ -64,15 +77,23 @@ def run_foreground(config_path: str | None) -> int:
         return EX_SOFTWARE
 
 
-@main.command(epilog="Example: syncd check --config etc/syncd.toml --strict")
+@main.command(epilog="Example: syncd check --config etc/syncd.toml --strict --probe")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors.")
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Also run `<prefix> help --commands` once per manage.py prefix and report every "
+    "route whose command it does not list.",
+)
 @click.pass_context
-def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bool) -> None:
+def check(
+    ctx: click.Context, config_path: str | None, as_json: bool, strict: bool, probe: bool
+) -> None:
     """Validate a config offline: exit 0 valid, 1 invalid (one problem per line)."""
     path = resolve_config_path(config_path or ctx.obj.get("config"), os.environ)
-    result = run_check(path, strict=strict)
+    result = run_check(path, strict=strict, probe=probe)
     if as_json:
         doc = render_json(result, datetime.now(timezone.utc))
         click.echo(json.dumps(doc, indent=2))

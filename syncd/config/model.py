@@ -63,6 +63,7 @@ class DaemonSettings:
     on_shutdown: OnShutdown = OnShutdown.REQUEUE
     max_lost_requeues: int = 3
     control_group: str | None = None
+    probe_on_start: bool = False  # run `syncd check --probe`'s probe; refuse to start on a miss
 
 
 @dataclass(frozen=True)
