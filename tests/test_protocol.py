@@ -57,6 +57,7 @@ SPEC_OPS = [
     "explain",
     "prune",
     "watch",
+    "freshness",
 ]
 READ_ONLY = set(
     [
@@ -72,6 +73,7 @@ READ_ONLY = set(
         "config_get",
         "explain",
         "watch",
+        "freshness",
     ]
 )
 

@@ -66,6 +66,13 @@ class DaemonSettings:
     probe_on_start: bool = False  # run `syncd check --probe`'s probe; refuse to start on a miss
 
 
+# Placeholders a route's argv may hold, replaced at spawn by the time of the last completed
+# task of the same route and params (ISO 8601 UTC); every other brace stays literal.
+LAST_SUCCESS_STARTED = "{last_success_started_at}"
+LAST_SUCCESS_FINISHED = "{last_success_finished_at}"
+WATERMARKS = (LAST_SUCCESS_STARTED, LAST_SUCCESS_FINISHED)
+
+
 @dataclass(frozen=True)
 class Route:
     """What runs for one (source, sync_type): the full argv and its inherited settings."""
@@ -82,6 +89,12 @@ class Route:
     allowed_params: tuple[str, ...]
     priority: int
     key_path: str  # e.g. "sources.crm.routes.contacts", for messages
+    freshness_minutes: float | None = None  # stale when the last success started longer ago
+    watermark_default: str | None = None  # what WATERMARKS become before any success
+
+    @property
+    def uses_watermark(self) -> bool:
+        return any(p in word for word in self.argv for p in WATERMARKS)
 
 
 @dataclass(frozen=True)

@@ -473,3 +473,7 @@ def _schedule_resume(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
 def _prune(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     result = self.d.maintenance.prune(dry_run=bool(args.get("dry_run")))
     return {"deleted": result.deleted, "kept": result.kept, "freed_bytes": result.freed_bytes}
+
+
+# Handlers defined in their own module register themselves here when imported.
+from syncd.control import freshness as _freshness_ops  # noqa: E402,F401

@@ -356,6 +356,15 @@ _op(
     stream=True,
 )
 
+# -- freshness: declared here, handled in control/freshness.py, sent by `syncctl freshness` --
+_op(
+    "freshness",
+    "each route's last success against its freshness_minutes target",
+    {"all": Arg("bool", False, help="every route, also those without a target")},
+    mutating=False,
+)
+# -- end freshness ---------------------------------------------------------------------------
+
 
 def docs_table() -> list[dict[str, Any]]:
     """One row per op, in registry order, for the README/docs test."""

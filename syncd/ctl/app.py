@@ -428,5 +428,6 @@ def schedule_resume(name: str, from_now: bool) -> None:
 
 # Commands defined in their own module register themselves on `main` when imported.
 # ctl_extra: top, show, explain, list-tasks, history and daemon-backed completion.
+from syncd.ctl import freshness as _ctl_freshness  # noqa: E402,F401
 from syncd.ctl import streams as _ctl_more  # noqa: E402,F401
 from syncd.ctl import tasks as _ctl_extra  # noqa: E402,F401

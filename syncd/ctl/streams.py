@@ -40,6 +40,7 @@ OP_COMMANDS = {
     "explain": "explain",
     "prune": "prune",
     "watch": "watch",
+    "freshness": "freshness",
 }
 
 

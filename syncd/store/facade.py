@@ -18,7 +18,6 @@ from typing import Any
 from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, Status, Task
-from syncd.store.db import StoreBase
 from syncd.store.rows import (
     FINISHED,
     FINISHED_INDEX,
@@ -36,6 +35,9 @@ from syncd.store.rows import (
     rank,
     row_task,
 )
+from syncd.store.success import Success, Successes
+
+__all__ = ["Ending", "NewTask", "Pick", "Store", "Success", "failpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,14 @@ class NewTask:
     @classmethod
     def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
         """The same sync again (a retry or a requeue): same argv, params, priority and
-        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
+        requester, with `changes` (attempt, not_before, lost_count, front) applied. A task
+        whose watermarks were filled in at spawn passes on the argv it was queued with."""
+        template = task.internal.get("argv_template")
         base = cls(
             source=task.source,
             sync_type=task.sync_type,
             route=task.route,
-            argv=list(task.argv),
+            argv=json.loads(template) if template else list(task.argv),
             params=dict(task.params),
             priority=task.priority,
             trigger=trigger,
@@ -138,7 +142,7 @@ _SETTABLE = frozenset(
 )  # fmt: skip
 
 
-class Store(StoreBase):
+class Store(Successes):
     """The task queue and history in one SQLite file; safe to call from many threads."""
 
     # -- enqueue ---------------------------------------------------------------------------
