@@ -92,10 +92,6 @@ class Route:
     freshness_minutes: float | None = None  # stale when the last success started longer ago
     watermark_default: str | None = None  # what WATERMARKS become before any success
 
-    @property
-    def uses_watermark(self) -> bool:
-        return any(p in word for word in self.argv for p in WATERMARKS)
-
 
 @dataclass(frozen=True)
 class Source:

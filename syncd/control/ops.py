@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from syncd import __version__
+from syncd.config.watermarks import has_watermarks, next_run_argv
 from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.models import FINAL, ErrorCode, Status, Task
@@ -335,7 +336,7 @@ def _resolve(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     table = self.d.dispatcher.routes
     res = table.resolve(args["source"], args.get("sync_type"), args.get("params"))
     source = table.source(res.source)
-    return {
+    result: dict[str, Any] = {
         "source": res.source,
         "sync_type": res.sync_type,
         "route": res.route.sync_type,
@@ -346,6 +347,24 @@ def _resolve(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
         "priority": res.route.priority,
         "max_concurrent": source.max_concurrent if source else None,
     }
+    if has_watermarks(res.argv, res.params):
+        # What the next run would get: the argv as the spawn will fill it in now.
+        last = self.d.store.last_success(res.source, res.route.sync_type, res.params)
+        when = None if last is None else (last.started_at, last.finished_at)
+        default = res.route.watermark_default or ""
+        result["argv"] = next_run_argv(res.argv, res.params, when, default)
+        result["argv_template"] = list(res.argv)
+        result["watermark"] = {
+            "default": res.route.watermark_default,
+            "last_success": None
+            if last is None
+            else {
+                "task_id": last.task_id,
+                "started_at": last.started_at,
+                "finished_at": last.finished_at,
+            },
+        }
+    return result
 
 
 def _settings(self: Ops) -> dict[str, Any]:
