@@ -8,6 +8,7 @@ import json
 import os
 import traceback
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 
@@ -16,7 +17,7 @@ from syncd.config.load import load_config
 from syncd.config.model import ConfigError
 from syncd.core.errors import StoreUnusable
 from syncd.core.paths import resolve_config_path
-from syncd.daemon.check import render_json, render_text, run_check
+from syncd.daemon.check import probe_lines, render_json, render_text, run_check, run_probe
 
 EX_SOFTWARE = 70
 EX_CONFIG = 78
@@ -48,6 +49,19 @@ def run_foreground(config_path: str | None) -> int:
             click.echo(str(problem), err=True)
         click.echo(f"syncd: config error in {path}: {len(exc.errors)} problem(s)", err=True)
         return EX_CONFIG
+    if cfg.daemon.probe_on_start:
+        report = run_probe(cfg, os.environ)
+        for line in probe_lines(report):
+            click.echo(line, err=True)
+        if report.problems:
+            for problem in report.problems:
+                click.echo(str(problem), err=True)
+            click.echo(
+                f"syncd: config error in {path}: {len(report.problems)} problem(s) found by "
+                "the command probe (daemon.probe_on_start)",
+                err=True,
+            )
+            return EX_CONFIG
     try:
         from syncd.daemon.app import run_daemon  # heavy (SQLite, sockets): only when running
 
@@ -65,15 +79,23 @@ def run_foreground(config_path: str | None) -> int:
         return EX_SOFTWARE
 
 
-@main.command(epilog="Example: syncd check --config etc/syncd.toml --strict")
+@main.command(epilog="Example: syncd check --config etc/syncd.toml --strict --probe")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--strict", is_flag=True, help="Count warnings as errors.")
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Also run `<prefix> help --commands` once per manage.py prefix and report every "
+    "route whose command it does not list.",
+)
 @click.pass_context
-def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bool) -> None:
+def check(
+    ctx: click.Context, config_path: str | None, as_json: bool, strict: bool, probe: bool
+) -> None:
     """Validate a config offline: exit 0 valid, 1 invalid (one problem per line)."""
     path = resolve_config_path(config_path or ctx.obj.get("config"), os.environ)
-    result = run_check(path, strict=strict)
+    result = run_check(path, strict=strict, probe=probe)
     if as_json:
         doc = render_json(result, datetime.now(timezone.utc))
         click.echo(json.dumps(doc, indent=2))
@@ -81,6 +103,68 @@ def check(ctx: click.Context, config_path: str | None, as_json: bool, strict: bo
         for line in render_text(result):
             click.echo(line)
     ctx.exit(0 if result.valid else 1)
+
+
+@main.group(
+    "import",
+    epilog="Example: syncd import celery-beat beat.json --config /etc/syncd/syncd.toml",
+)
+def import_group() -> None:
+    """Turn another scheduler's periodic jobs into syncd schedules."""
+
+
+@import_group.command(
+    "celery-beat",
+    epilog="Example: python manage.py dumpdata django_celery_beat | "
+    "syncd import celery-beat - --map legacy.tasks.crm_all=crm.all >> syncd.toml",
+)
+@click.argument("dump", metavar="[FILE|-]", type=click.File("rb"), default="-")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="TASK=SOURCE.SYNC_TYPE",
+    help="Run this Celery task name as this route (repeatable). Default: the route whose "
+    "command is the task name's last part.",
+)
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.pass_context
+def import_celery_beat(
+    ctx: click.Context, dump: Any, maps: tuple[str, ...], config_path: str | None
+) -> None:
+    """Convert `manage.py dumpdata django_celery_beat` JSON into [[schedules]] TOML.
+
+    The TOML goes to stdout, the report of what was not converted (and why) to stderr.
+    Exit 0 all converted, 1 some not converted, 2 unusable input, map or config."""
+    from syncd.bridge.celery_import import DumpError, MapError
+    from syncd.bridge.celery_import import import_celery_beat as convert
+
+    path = resolve_config_path(config_path or ctx.obj.get("config"), os.environ)
+    try:
+        cfg = load_config(path)
+        config_text = path.read_text(encoding="utf-8")
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise click.UsageError(f"config {path} is not valid: fix it first (syncd check)") from None
+    try:
+        text = dump.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{dump.name}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        result = convert(text, cfg, config_text, maps, datetime.now(timezone.utc))
+    except MapError as exc:
+        raise click.BadParameter(str(exc), param_hint="--map") from None
+    except DumpError as exc:
+        raise click.UsageError(f"{dump.name}: {exc}") from None
+    click.echo(result.toml, nl=False)
+    for line in result.report:
+        click.echo(line, err=True)
+    if result.problems:
+        click.echo(f"pasted into {path}, this output would not pass syncd check:", err=True)
+        for line in result.problems:
+            click.echo(f"  {line}", err=True)
+    ctx.exit(result.exit_code)
 
 
 @main.command(epilog="Example: syncd demo")

@@ -84,6 +84,7 @@ PREFIX = '[defaults]\ncommand_prefix = ["python", "manage.py"]\n'
         ('prune_at = "30 25 * * *"', "daemon.prune_at: hour: 25 is out of range 0-23"),
         ('state_dir = ""', "daemon.state_dir: must not be empty"),
         ("control_group = 5", "daemon.control_group: expected a string, got 5 (integer)"),
+        ('probe_on_start = "yes"', "daemon.probe_on_start: expected true or false, got 'yes'"),
     ],
 )  # fmt: skip
 def test_daemon_value_errors(line: str, expected: str, env: dict[str, str]) -> None:

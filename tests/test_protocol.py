@@ -56,6 +56,7 @@ SPEC_OPS = [
     "explain",
     "prune",
     "watch",
+    "freshness",
 ]
 READ_ONLY = set(
     [
@@ -71,6 +72,7 @@ READ_ONLY = set(
         "config_get",
         "explain",
         "watch",
+        "freshness",
     ]
 )
 

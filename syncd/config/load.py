@@ -148,6 +148,8 @@ class Loader:
             return c.enum(path, v, OnShutdown)
         if key == "control_group":
             return c.string(path, v)
+        if key == "probe_on_start":
+            return c.boolean(path, v)
         assert key in DURATIONS, key
         return c.positive(path, v)
 

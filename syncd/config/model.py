@@ -56,6 +56,14 @@ class DaemonSettings:
     on_shutdown: OnShutdown = OnShutdown.REQUEUE
     max_lost_requeues: int = 3
     control_group: str | None = None
+    probe_on_start: bool = False  # run `syncd check --probe`'s probe; refuse to start on a miss
+
+
+# Placeholders a route's argv may hold, replaced at spawn by the time of the last completed
+# task of the same route and params (ISO 8601 UTC); every other brace stays literal.
+LAST_SUCCESS_STARTED = "{last_success_started_at}"
+LAST_SUCCESS_FINISHED = "{last_success_finished_at}"
+WATERMARKS = (LAST_SUCCESS_STARTED, LAST_SUCCESS_FINISHED)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class Route:
     allowed_params: tuple[str, ...]
     priority: int
     key_path: str  # e.g. "sources.crm.routes.contacts", for messages
+    freshness_minutes: float | None = None  # stale when the last success started longer ago
+    watermark_default: str | None = None  # what WATERMARKS become before any success
 
 
 @dataclass(frozen=True)

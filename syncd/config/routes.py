@@ -11,13 +11,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from syncd.config.model import DaemonSettings, Route, Source
+from syncd.config.model import WATERMARKS, DaemonSettings, Route, Source
 from syncd.config.toml import Checker, join
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # source names and sync types, after lower()
 INHERITED = (
     "command_prefix", "cwd", "env", "env_file", "timeout_minutes", "retries",
-    "retry_backoff_seconds", "allowed_params", "priority",
+    "retry_backoff_seconds", "allowed_params", "priority", "freshness_minutes",
+    "watermark_default",
 )  # fmt: skip
 SOURCE_ONLY = ("max_concurrent", "fallback", "routes")
 DEFAULT_TIMEOUT_MINUTES = 120.0
@@ -57,6 +58,10 @@ class RouteBuilder:
                 value = c.number(kpath, v, minimum=0.0)  # 0 = retry at once
             elif key == "allowed_params":
                 value = c.param_names(kpath, v)
+            elif key == "freshness_minutes":
+                value = c.positive(kpath, v)
+            elif key == "watermark_default":
+                value = c.argv_word(kpath, v)
             else:
                 value = c.integer(kpath, v, 0, 9)
             if value is not None:
@@ -139,6 +144,7 @@ class RouteBuilder:
         self.check_executable(path, argv[0], cwd, env.get("PATH", self.env.get("PATH", "")))
         self.check_paths(merged)
         self.check_timeout(merged)
+        self.check_watermark(path, argv, merged)
         return Route(
             source=source,
             sync_type=stype,
@@ -152,6 +158,8 @@ class RouteBuilder:
             allowed_params=value(merged, "allowed_params", ()),
             priority=value(merged, "priority", self.daemon.default_priority),
             key_path=path,
+            freshness_minutes=value(merged, "freshness_minutes", None),
+            watermark_default=value(merged, "watermark_default", None),
         )
 
     def check_executable(self, path: str, argv0: str, cwd: Path | None, search: str) -> None:
@@ -179,6 +187,17 @@ class RouteBuilder:
             exists = where.is_dir() if key == "cwd" else where.is_file()
             if not exists:
                 self.c.warn(kpath, f"{kind} '{where}' does not exist")
+
+    def check_watermark(self, path: str, argv: tuple[str, ...], merged: Layer) -> None:
+        """A route whose argv takes the last success's time must say what the first run
+        (before any success) gets: guessing one could skip or re-read years of data."""
+        used = [p for p in WATERMARKS if any(p in word for word in argv)]
+        if used and "watermark_default" not in merged:
+            self.c.error(
+                f"{path}.watermark_default",
+                f"required: the argv uses {used[0]}; set the value the first run gets "
+                'before any run completed (e.g. "1970-01-01T00:00:00Z")',
+            )
 
     def check_timeout(self, merged: Layer) -> None:
         """A timeout shorter than the kill grace could never let SIGTERM take effect."""

@@ -179,6 +179,16 @@ class Checker:
             return None
         return text
 
+    def argv_word(self, path: str, value: Any) -> str | None:
+        """A string that becomes (part of) one argv element: no control characters."""
+        text = self.string(path, value)
+        if text is None:
+            return None
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            self.error(path, f"{text!r} must not contain control characters")
+            return None
+        return text
+
     def octal_mode(self, path: str, value: Any) -> int | None:
         if not isinstance(value, str) or not OCTAL_MODE_RE.fullmatch(value):
             self.error(path, f'expected an octal string like "0660", got {self.show(value)}')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -131,12 +132,14 @@ class NewTask:
     @classmethod
     def follow_up(cls, task: Task, trigger: str, **changes: Any) -> NewTask:
         """The same sync again (a retry or a requeue): same argv, params, priority and
-        requester, with `changes` (attempt, not_before, lost_count, front) applied."""
+        requester, with `changes` (attempt, not_before, lost_count, front) applied. A task
+        whose watermarks were filled in at spawn passes on the argv it was queued with."""
+        template = task.internal.get("argv_template")
         base = cls(
             source=task.source,
             sync_type=task.sync_type,
             route=task.route,
-            argv=list(task.argv),
+            argv=json.loads(template) if template else list(task.argv),
             params=dict(task.params),
             priority=task.priority,
             trigger=trigger,

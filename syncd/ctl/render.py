@@ -253,16 +253,25 @@ def routes_text(result: Row) -> str:
 def resolve_text(r: Row) -> str:
     rule = r.get("rule")
     why = "exact route" if rule == "exact" else f"{rule}: no route for {r.get('sync_type')!r}"
-    return "\n".join(
-        [
-            f"{r.get('source')}.{r.get('sync_type')} -> route {r.get('route')} ({why})",
-            f"  argv:            {shlex.join(str(a) for a in r.get('argv', []))}",
-            f"  cwd:             {cell(r.get('cwd'))}",
-            f"  timeout:         {cell(r.get('timeout_minutes'))} min",
-            f"  priority:        {cell(r.get('priority'))}",
-            f"  max_concurrent:  {cell(r.get('max_concurrent'))}",
-        ]
-    )
+    lines = [
+        f"{r.get('source')}.{r.get('sync_type')} -> route {r.get('route')} ({why})",
+        f"  argv:            {shlex.join(str(a) for a in r.get('argv', []))}",
+        f"  cwd:             {cell(r.get('cwd'))}",
+        f"  timeout:         {cell(r.get('timeout_minutes'))} min",
+        f"  priority:        {cell(r.get('priority'))}",
+        f"  max_concurrent:  {cell(r.get('max_concurrent'))}",
+    ]
+    mark = r.get("watermark")
+    if mark:  # the argv above is what the next run would get now
+        last = mark.get("last_success")
+        source = (
+            f"last success: task {last['task_id']} started {last['started_at']}"
+            if last
+            else f"no success yet: watermark_default {mark.get('default')!r}"
+        )
+        lines.insert(2, f"  argv template:   {shlex.join(str(a) for a in r['argv_template'])}")
+        lines.insert(3, f"  watermark:       {source}")
+    return "\n".join(lines)
 
 
 def outcome_text(o: Row | None) -> str:

@@ -19,6 +19,7 @@ from typing import NamedTuple, TypeVar
 
 from syncd.config.model import DaemonSettings, Route
 from syncd.config.routing import RouteTable
+from syncd.config.watermarks import has_watermarks, next_run_argv
 from syncd.core import paths
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
@@ -284,6 +285,17 @@ class Dispatcher:
             return Outcome(Status.FAILED, None, error)
         if rt.kill_reason is not None:
             return self._killed(rt, None)
+        argv = task.argv
+        if has_watermarks(task.argv, task.params):
+            if route.watermark_default is None:
+                error = f"spawn error: {route.key_path}.watermark_default is no longer set"
+                return Outcome(Status.FAILED, None, error)
+            gave_up: list[str] = []
+            argv = self._persist(
+                f"task {task.id} argv", lambda: self._watermarked(task, route), gave_up
+            )
+            if argv is gave_up:
+                return self._killed(rt, None)
         try:
             env = build_env(
                 self.base_env,
@@ -299,7 +311,7 @@ class Dispatcher:
             child = Child.start(
                 SpawnRequest(
                     task_id=task.id,
-                    argv=task.argv,
+                    argv=argv,
                     cwd=route.cwd,
                     env=env,
                     log_path=paths.task_log(self.log_dir, task.id),
@@ -330,6 +342,15 @@ class Dispatcher:
         if code == 0:
             return Outcome(Status.COMPLETED, 0, None)
         return Outcome(Status.FAILED, code, describe_exit(code))
+
+    def _watermarked(self, task: Task, route: Route) -> list[str]:
+        """The argv with the last success of this route and params filled in, recorded as
+        the task's argv before it runs (the one queued is kept for its follow-ups)."""
+        last = self.store.last_success(task.source, task.route, task.params)
+        when = None if last is None else (last.started_at, last.finished_at)
+        argv = next_run_argv(task.argv, task.params, when, route.watermark_default or "")
+        self.store.record_spawn_argv(task.id, argv, task.argv)
+        return argv
 
     def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
         reason = rt.kill_reason

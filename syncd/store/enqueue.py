@@ -147,6 +147,7 @@ class Batch:
                 "lost_count": new.lost_count,
                 "proc_starttime": None,
                 "boot_id": None,
+                "argv_template": None,
             },
         )
         key = tuple(task.argv)

@@ -17,7 +17,6 @@ from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
-from syncd.store.db import StoreBase
 from syncd.store.enqueue import Batch
 from syncd.store.listing import list_groups, rank
 from syncd.store.requests import Ending, Pick
@@ -35,6 +34,7 @@ from syncd.store.rows import (
     marks,
     row_task,
 )
+from syncd.store.success import Successes
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _SETTABLE = frozenset(
 )  # fmt: skip
 
 
-class Store(StoreBase):
+class Store(Successes):
     """The task queue and history in one SQLite file; safe to call from many threads."""
 
     # -- enqueue ---------------------------------------------------------------------------

@@ -106,7 +106,23 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """The last success of a route (freshness) and of a route with its params (watermarks):
+    one index seek each, however long the history. Partial: only completed rows pay."""
+    conn.execute(
+        "CREATE INDEX tasks_last_success ON tasks(source, route, started_at)"
+        " WHERE status = 'completed'"
+    )
+    conn.execute(
+        "CREATE INDEX tasks_watermark ON tasks(source, route, params, started_at)"
+        " WHERE status = 'completed'"
+    )
+    # The argv a watermark route was queued with (placeholders intact), kept here once
+    # `argv` holds the argv actually run, so a retry or requeue takes the newest time again.
+    conn.execute("ALTER TABLE tasks ADD COLUMN argv_template TEXT")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 LATEST = len(MIGRATIONS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.config.model import Route
+from syncd.config.watermarks import has_watermarks, next_run_argv
 from syncd.control.auth import Peer
 from syncd.control.ops.base import NAME, OPS, SOURCE, Context
 from syncd.control.ops.tasks import SUBMIT_ARGS
@@ -57,7 +58,7 @@ def resolve(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     table = ctx.d.dispatcher.routes
     res = table.resolve(args["source"], args.get("sync_type"), args.get("params"))
     source = table.source(res.source)
-    return {
+    result: dict[str, Any] = {
         "source": res.source,
         "sync_type": res.sync_type,
         "route": res.route.sync_type,
@@ -68,6 +69,24 @@ def resolve(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
         "priority": res.route.priority,
         "max_concurrent": source.max_concurrent if source else None,
     }
+    if has_watermarks(res.argv, res.params):
+        # What the next run would get: the argv as the spawn will fill it in now.
+        last = ctx.d.store.last_success(res.source, res.route.sync_type, res.params)
+        when = None if last is None else (last.started_at, last.finished_at)
+        default = res.route.watermark_default or ""
+        result["argv"] = next_run_argv(res.argv, res.params, when, default)
+        result["argv_template"] = list(res.argv)
+        result["watermark"] = {
+            "default": res.route.watermark_default,
+            "last_success": None
+            if last is None
+            else {
+                "task_id": last.task_id,
+                "started_at": last.started_at,
+                "finished_at": last.finished_at,
+            },
+        }
+    return result
 
 
 @OPS.op("schedules", "every schedule with next and last fire", command="schedules", mutating=False)
