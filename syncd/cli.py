@@ -114,7 +114,7 @@ def import_group() -> None:
 @import_group.command(
     "celery-beat",
     epilog="Example: python manage.py dumpdata django_celery_beat | "
-    "syncd import celery-beat - --map legacy.tasks.crm_all=hubspot.all > schedules.toml",
+    "syncd import celery-beat - --map legacy.tasks.crm_all=crm.all > schedules.toml",
 )
 @click.argument("dump", metavar="[FILE|-]", type=click.File("rb"), default="-")
 @click.option(
