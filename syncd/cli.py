@@ -116,7 +116,7 @@ def import_group() -> None:
 @import_group.command(
     "celery-beat",
     epilog="Example: python manage.py dumpdata django_celery_beat | "
-    "syncd import celery-beat - --map legacy.tasks.crm_all=crm.all >> syncd.toml",
+    "syncd import celery-beat - --map legacy.tasks.crm_all=crm.all > schedules.toml",
 )
 @click.argument("dump", metavar="[FILE|-]", type=click.File("rb"), default="-")
 @click.option(
@@ -146,7 +146,9 @@ def import_celery_beat(
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        raise click.UsageError(f"config {path} is not valid: fix it first (syncd check)") from None
+        raise click.UsageError(
+            f"config {path} cannot be used: fix it first (syncd check)"
+        ) from None
     try:
         text = dump.read().decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ from syncd.config.routing import RouteTable
 from syncd.config.watermarks import fill_watermarks, has_watermarks, next_run_argv
 from syncd.core.clock import FakeClock
 from syncd.core.models import Status
+from syncd.ctl.render import resolve_text
 from syncd.store.facade import NewTask, Store
 
 PY = sys.executable
@@ -82,3 +83,19 @@ def test_a_follow_up_takes_the_argv_it_was_queued_with(tmp_path: Path) -> None:
                  error=None)  # fmt: skip
     assert not store.record_spawn_argv(task.id, ["y"], template)  # only while running
     store.close()
+
+
+def test_syncctl_resolve_shows_the_template_and_where_the_time_came_from() -> None:
+    base = {"source": "crm", "sync_type": "contacts", "route": "contacts", "rule": "exact",
+            "cwd": None, "timeout_minutes": 120, "priority": 5, "max_concurrent": None,
+            "argv": ["x", "--since=2025-01-01T00:00:00.000000Z"],
+            "argv_template": ["x", "--since={last_success_started_at}"]}  # fmt: skip
+    last = {"task_id": 7, "started_at": "2025-01-01T00:00:00.000000Z", "finished_at": None}
+    lines = resolve_text({**base, "watermark": {"default": "1970", "last_success": last}})
+    assert lines.splitlines()[1:4] == [
+        "  argv:            x --since=2025-01-01T00:00:00.000000Z",
+        "  argv template:   x '--since={last_success_started_at}'",
+        "  watermark:       last success: task 7 started 2025-01-01T00:00:00.000000Z",
+    ]
+    first = resolve_text({**base, "watermark": {"default": "1970", "last_success": None}})
+    assert "  watermark:       no success yet: watermark_default '1970'" in first.splitlines()
