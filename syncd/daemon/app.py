@@ -200,10 +200,12 @@ class Daemon:
         self._next_sched = mono()
         while not self._stop.is_set():
             try:
-                d.tick()
                 now = mono()
+                # Schedules first: a fire queues its task and wakes the pool while this
+                # thread is not waiting, so the tick below must be the one that starts it.
                 if now >= self._next_sched:
                     self._next_sched = now + self.scheduler.tick()
+                d.tick()
                 if now >= next_maint:
                     next_maint = now + self.maintenance.tick()
                 if now >= next_monitor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.core.clock import parse_iso
 from tests.helpers.daemon import wait_for
 
 EVERY_MINUTE = [
@@ -62,6 +63,9 @@ def test_fires_at_the_real_minute_boundary(make_daemon):
     task = wait_for(fired, 75, "the schedule to fire at the next minute")
     assert task["status"] == "completed"
     assert task["submitted_at"][17:19] in ("00", "01", "02")  # seconds: at the boundary
+    # The loop that queued it starts it: no wait for the loop's next deadline (a minute).
+    waited = parse_iso(task["started_at"]) - parse_iso(task["submitted_at"])
+    assert waited.total_seconds() < 5, waited
 
 
 def test_prune_dry_run_reports_and_prune_deletes_with_floor(make_daemon):
