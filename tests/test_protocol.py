@@ -57,9 +57,13 @@ SPEC_OPS = [
     "explain",
     "prune",
     "watch",
+    "metrics",
+    "series",
 ]
 READ_ONLY = set(
     [
+        "metrics",
+        "series",
         "ping",
         "status",
         "list",

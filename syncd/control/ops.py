@@ -473,3 +473,7 @@ def _schedule_resume(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
 def _prune(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
     result = self.d.maintenance.prune(dry_run=bool(args.get("dry_run")))
     return {"deleted": result.deleted, "kept": result.kept, "freed_bytes": result.freed_bytes}
+
+
+# Handlers that live in modules of their own register themselves when imported.
+from syncd.control import metrics_ops as _metrics_ops  # noqa: E402,F401

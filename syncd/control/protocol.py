@@ -22,7 +22,8 @@ MAX_DEPTH = 32
 MAX_ITEMS = 1000
 MAX_ID_BYTES = 256
 MAX_INT_DIGITS = 20  # beyond int64 nothing in syncd means anything
-FIELDS = frozenset({"v", "id", "op", "args"})
+FIELDS = frozenset({"v", "id", "op", "args", "via"})
+MAX_VIA = 200
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
@@ -71,6 +72,7 @@ class Request:
     op: str
     args: dict[str, Any]  # validated, every declared arg present (defaults filled)
     spec: OpSpec
+    via: str | None = None  # who relayed it, for the log line ("web from 10.0.0.5")
 
 
 OPS: dict[str, OpSpec] = {}
@@ -214,12 +216,19 @@ def parse_request(line: bytes) -> Request:
         raise ProtocolError(
             ErrorCode.UNKNOWN_OP, f"unknown op {show(op)}", req_id, {"ops": sorted(OPS)}
         )
+    via = obj.get("via")
+    if via is not None and (
+        not isinstance(via, str) or len(via) > MAX_VIA or not via.isprintable()
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"via must be a printable string of at most {MAX_VIA}", req_id
+        )
     raw_args = obj.get("args")
     try:
         args = validate_args(spec.args, {} if raw_args is None else raw_args, spec.check)
     except ArgError as exc:
         raise ProtocolError(ErrorCode.INVALID_ARGS, exc.message, req_id, exc.details) from None
-    return Request(req_id, op, args, spec)
+    return Request(req_id, op, args, spec, via)
 
 
 # -- the op table (SPEC 7.1) -----------------------------------------------------------------
@@ -355,6 +364,10 @@ _op(
     mutating=False,
     stream=True,
 )
+
+# -- metrics and the dashboard's charts (handlers: control/metrics_ops.py) ----------------
+_op("metrics", "counters, gauges and histograms as JSON (for Prometheus)", mutating=False)
+_op("series", "the last 24 h of throughput and queue depth, per quarter hour", mutating=False)
 
 
 def docs_table() -> list[dict[str, Any]]:

@@ -40,6 +40,8 @@ OP_COMMANDS = {
     "explain": "explain",
     "prune": "prune",
     "watch": "watch",
+    "metrics": "metrics",
+    "series": "metrics",
 }
 
 
@@ -99,3 +101,20 @@ def _event_line(event: dict[str, Any]) -> str:
         s = event["status"]
         return f"{at} pool running={s.get('running')} queued={s.get('queued')}"
     return f"{at} {kind}"
+
+
+@command(main, "metrics", "syncctl metrics > /var/lib/node_exporter/textfile/syncd.prom")
+@click.option("--series", is_flag=True, help="the 24 h chart data instead (JSON)")
+def metrics(series: bool) -> None:
+    """The daemon's metrics in the Prometheus text format (node_exporter's textfile
+    collector reads it); --json prints the op's JSON."""
+    if series:
+        click.echo(json.dumps(call("series"), indent=2))
+        return
+    result = call("metrics")
+    if want_json():
+        click.echo(json.dumps(result, indent=2))
+        return
+    from syncd.ctl.metrics import exposition  # prometheus_client: only for this command
+
+    sys.stdout.write(exposition(result).decode())

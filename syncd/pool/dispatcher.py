@@ -89,6 +89,7 @@ class Dispatcher:
         events: EventBus,
         base_env: Mapping[str, str] | None = None,
         child_factory: Callable[[SpawnRequest], Child] = Child.start,
+        on_task: Callable[[Task], None] | None = None,
     ):
         self.store = store
         self.routes = routes
@@ -97,6 +98,7 @@ class Dispatcher:
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.child_factory = child_factory
+        self.on_task = on_task  # sees every task event, watched or not (the metrics)
         self.cond = threading.Condition()
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
@@ -530,6 +532,11 @@ class Dispatcher:
 
     # -- events -----------------------------------------------------------------------------
     def _task_event(self, task: Task, *, wake: bool = True) -> None:
+        if self.on_task is not None:
+            try:
+                self.on_task(task)
+            except Exception:  # counting must never break dispatch
+                log.exception("task %d: observer failed", task.id)
         if self.events.subscriber_count:  # nobody watching: build no event at all
             self.events.publish(
                 {

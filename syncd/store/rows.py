@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,12 @@ class Batch:
             self.conn.executemany(_INSERT_QUEUED, [_queued_row(*p) for p in self.pending])
             self.conn.execute(
                 "UPDATE task_counts SET n = n + ? WHERE status = 'queued'", (len(self.pending),)
+            )
+            per_source = Counter(task.source for task, _, _ in self.pending)
+            self.conn.executemany(
+                "INSERT INTO queued_by_source (source, n) VALUES (?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET n = n + excluded.n",
+                per_source.items(),
             )
             self.pending.clear()
         if self.dirty:

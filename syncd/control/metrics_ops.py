@@ -1,0 +1,54 @@
+"""The `metrics` and `series` ops: the collector's counters plus gauges read now from the
+pool and the store (O(1) or O(sources) at any queue depth)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from syncd import __version__
+from syncd.control.ops import op
+
+if TYPE_CHECKING:
+    from syncd.control.auth import Peer
+    from syncd.control.ops import Ops
+
+
+def _gauge(help: str, samples: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
+    return {"help": help, "samples": [{"labels": ls, "value": v} for ls, v in samples]}
+
+
+def gauges(self: Ops) -> dict[str, Any]:
+    d = self.d
+    status = self.pool_status()
+    queued = d.store.queued_by_source()
+    # Every configured source appears (0 when empty), plus any still queued after a reload
+    # removed it: the label set stays bounded by what the config has named.
+    sources = sorted({s.name for s in d.dispatcher.routes.sources()} | set(queued))
+    return {
+        "syncd_workers_max": _gauge("Global worker limit.", [({}, status["max_workers"])]),
+        "syncd_tasks_running": _gauge("Tasks running now.", [({}, status["active"])]),
+        "syncd_pool_paused": _gauge(
+            "1 when dispatching is paused.", [({}, 1 if status["paused"] else 0)]
+        ),
+        "syncd_tasks_queued": _gauge(
+            "Tasks waiting, per source.", [({"source": s}, queued.get(s, 0)) for s in sources]
+        ),
+        "syncd_build_info": _gauge("The daemon's version.", [({"version": __version__}, 1)]),
+        "process_start_time_seconds": _gauge(
+            "When the daemon started, in Unix seconds.", [({}, round(d.started_at.timestamp(), 3))]
+        ),
+        # Wired with the ops they read from: syncd_route_last_success_timestamp_seconds
+        # (freshness) and syncd_source_state (source states) belong here.
+    }
+
+
+@op("metrics")
+def _metrics(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
+    snap = self.d.metrics.snapshot()
+    snap["gauges"] = {**gauges(self), **snap["gauges"]}
+    return snap
+
+
+@op("series")
+def _series(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
+    return self.d.metrics.series()
