@@ -14,13 +14,13 @@ _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]/]+)):(?P
 _BASE_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/?)*")
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """HOST:PORT or [V6]:PORT with a port 1..65535, else None."""
+def parse_listen(text: str, *, allow_any_port: bool = False) -> tuple[str, int] | None:
+    """HOST:PORT or [V6]:PORT with a port 1..65535 (0, any free port, on request), else None."""
     m = _LISTEN.fullmatch(text.strip())
     if m is None:
         return None
     port = int(m["port"])
-    if not 1 <= port <= 65535:
+    if not (0 if allow_any_port else 1) <= port <= 65535:
         return None
     return m["v6"] or m["host"], port
 

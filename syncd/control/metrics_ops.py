@@ -51,4 +51,6 @@ def _metrics(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
 
 @op("series")
 def _series(self: Ops, args: dict[str, Any], peer: Peer) -> Any:
+    # The current bar includes the queue as it is now, not only the last minute's sample.
+    self.d.metrics.sample_queue(self.d.store.counts()["queued"])
     return self.d.metrics.series()
