@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from syncd.web.app import Web
 
 FAILED_LOGIN_PAUSE = 0.5
+MAX_FORM_BYTES = 64 * 1024
 
 
 class BadInput(ValueError):
@@ -97,8 +98,15 @@ ACTIONS: dict[str, Action] = {
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    """An url-encoded form (every form here is one), at most MAX_FORM_BYTES; the first value
+    of a repeated field counts."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BadInput(f"form larger than {MAX_FORM_BYTES} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in fields.items()}
 
 
 async def login_page(web: Web, request: Request) -> Response:
@@ -112,7 +120,10 @@ async def login_page(web: Web, request: Request) -> Response:
 async def login(web: Web, request: Request) -> Response:
     if not web.settings.actions:
         return web.message(request, "Actions are disabled", "Set [web] actions = true.", 404)
-    form = await form_of(request)
+    try:
+        form = await form_of(request)
+    except BadInput as exc:
+        return web.message(request, "Not done", str(exc), 413)
     nxt = web.safe_next(form.get("next"))
     if not Sessions.csrf_ok(request, form.get("csrf")):
         return web.message(request, "Form expired", "Reload the page and try again.", 403)
@@ -134,7 +145,10 @@ async def login(web: Web, request: Request) -> Response:
 
 
 async def logout(web: Web, request: Request) -> Response:
-    form = await form_of(request)
+    try:
+        form = await form_of(request)
+    except BadInput as exc:
+        return web.message(request, "Not done", str(exc), 413)
     if not Sessions.csrf_ok(request, form.get("csrf")):
         return web.message(request, "Form expired", "Reload the page and try again.", 403)
     response = RedirectResponse(web.url("/"), 303)
@@ -147,7 +161,10 @@ async def act(web: Web, request: Request) -> Response:
     build = ACTIONS.get(name)
     if not web.settings.actions or build is None:
         return web.message(request, "Not found", f"No action {name!r} here.", 404)
-    form = await form_of(request)
+    try:
+        form = await form_of(request)
+    except BadInput as exc:
+        return web.message(request, "Not done", str(exc), 413)
     nxt = web.safe_next(form.get("next"))
     if not Sessions.csrf_ok(request, form.get("csrf")):
         return web.message(request, "Form expired", "Reload the page and try again.", 403)

@@ -11,7 +11,7 @@ from typing import Any
 from syncd.ctl.client import Client, DaemonError, DaemonUnreachable
 
 HEALTH_TIMEOUT = 1.0
-READ_TIMEOUT = 10.0
+READ_TIMEOUT = 5.0  # a page waits no longer for a hung daemon
 
 
 class DaemonLink:
