@@ -15,8 +15,8 @@ STACK = ("completed", "failed", "cancelled")
 
 
 def _nice_max(value: float) -> int:
-    for step in (1, 2, 5):
-        for power in range(0, 9):
+    for power in range(0, 12):
+        for step in (1, 2, 5):
             top: int = step * 10**power
             if top >= value:
                 return top
