@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import REPO, DaemonProc, kill_orphaned_tasks, render_config, wait_for
+from tests.web.chromium import start_chromium
 
 TOKEN = "test-token-0123456789"
 SOURCES = {
@@ -25,8 +26,6 @@ SOURCES = {
     "beta": {"max_concurrent": 1, "routes": {"b1": "b1", "b2": "b2"}},
 }
 SCHEDULES = [{"name": "alpha-hourly", "cron": "0 * * * *", "source": "alpha", "sync_type": "a1"}]
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @dataclass
@@ -149,21 +148,8 @@ def stack(stack_factory: Callable[..., Stack]) -> Stack:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     profile = tempfile.mkdtemp(prefix="sw-chrome-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
-    ):  # fmt: skip
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
+    driver = start_chromium(profile)
     try:
         yield driver
     finally:
