@@ -127,7 +127,7 @@ class Web:
         elif kind == "schedules":
             ctx = views.schedules_page(self.link)
         else:
-            ctx = views.task_page(self.link, int(arg))
+            ctx = views.task_page(self.link, int(arg), with_log=False)
         ctx = {**self.common(None), **ctx}
         return {eid: self.env.get_template(t).render(ctx) for eid, t in LIVE[kind].items()}
 

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from syncd.ctl.client import DaemonError
 from syncd.web import charts
 from syncd.web.link import DaemonLink
 
@@ -88,12 +89,17 @@ def source_rows(
     return rows
 
 
-def task_page(link: DaemonLink, task_id: int) -> dict[str, Any]:
+def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str, Any]:
+    """The task page; its live section (`with_log` False) needs no log read."""
     task = link.call("get", id=task_id)["task"]
     explain = link.call("explain", id=task_id) if task["status"] == "queued" else None
-    head, tail, size = log_excerpt(link, task_id)
+    head, tail, size = log_excerpt(link, task_id) if with_log else ("", None, 0)
     route = None
-    for src in link.call("routes", source=task["source"])["sources"]:
+    try:
+        sources = link.call("routes", source=task["source"])["sources"]
+    except DaemonError:  # the source left the config since this task ran
+        sources = []
+    for src in sources:
         for r in src.get("routes", []):
             if r["sync_type"] == task["route"]:
                 route = r
