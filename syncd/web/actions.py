@@ -109,6 +109,17 @@ async def form_of(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
+async def checked_form(web: Web, request: Request) -> dict[str, str] | Response:
+    """The posted form when it carries this browser's CSRF token, else the error page."""
+    try:
+        form = await form_of(request)
+    except BadInput as exc:
+        return web.message(request, "Not done", str(exc), 413)
+    if not Sessions.csrf_ok(request, form.get("csrf")):
+        return web.message(request, "Form expired", "Reload the page and try again.", 403)
+    return form
+
+
 async def login_page(web: Web, request: Request) -> Response:
     if not web.settings.actions:
         return web.message(request, "Actions are disabled", "Set [web] actions = true.", 404)
@@ -120,13 +131,10 @@ async def login_page(web: Web, request: Request) -> Response:
 async def login(web: Web, request: Request) -> Response:
     if not web.settings.actions:
         return web.message(request, "Actions are disabled", "Set [web] actions = true.", 404)
-    try:
-        form = await form_of(request)
-    except BadInput as exc:
-        return web.message(request, "Not done", str(exc), 413)
+    form = await checked_form(web, request)
+    if isinstance(form, Response):
+        return form
     nxt = web.safe_next(form.get("next"))
-    if not Sessions.csrf_ok(request, form.get("csrf")):
-        return web.message(request, "Form expired", "Reload the page and try again.", 403)
     if not web.sessions.check_token(form.get("token", "")):
         await asyncio.sleep(FAILED_LOGIN_PAUSE)
         ctx = {"next": nxt, "error": "That token is not the one in the token file."}
@@ -145,12 +153,9 @@ async def login(web: Web, request: Request) -> Response:
 
 
 async def logout(web: Web, request: Request) -> Response:
-    try:
-        form = await form_of(request)
-    except BadInput as exc:
-        return web.message(request, "Not done", str(exc), 413)
-    if not Sessions.csrf_ok(request, form.get("csrf")):
-        return web.message(request, "Form expired", "Reload the page and try again.", 403)
+    form = await checked_form(web, request)
+    if isinstance(form, Response):
+        return form
     response = RedirectResponse(web.url("/"), 303)
     response.delete_cookie(SESSION_COOKIE, path=web.cookie_path)
     return response
@@ -161,13 +166,10 @@ async def act(web: Web, request: Request) -> Response:
     build = ACTIONS.get(name)
     if not web.settings.actions or build is None:
         return web.message(request, "Not found", f"No action {name!r} here.", 404)
-    try:
-        form = await form_of(request)
-    except BadInput as exc:
-        return web.message(request, "Not done", str(exc), 413)
+    form = await checked_form(web, request)
+    if isinstance(form, Response):
+        return form
     nxt = web.safe_next(form.get("next"))
-    if not Sessions.csrf_ok(request, form.get("csrf")):
-        return web.message(request, "Form expired", "Reload the page and try again.", 403)
     if not web.logged_in(request):
         return RedirectResponse(web.url("/login") + "?" + urlencode({"next": nxt}), 303)
     via = f"web from {client_address(request, web.settings.trust_proxy)}"
