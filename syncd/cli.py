@@ -186,5 +186,19 @@ def demo(ctx: click.Context, duration: float | None, speed: float) -> None:
     ctx.exit(run_demo(duration=duration, speed=speed))
 
 
+@main.command(epilog="Example: syncd web --config /etc/syncd/syncd.toml --listen 127.0.0.1:8790")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--listen", metavar="HOST:PORT", help="override [web] listen (port 0: any free)")
+@click.option("--socket", "socket_path", metavar="PATH", help="the daemon's control socket")
+@click.pass_context
+def web(
+    ctx: click.Context, config_path: str | None, listen: str | None, socket_path: str | None
+) -> None:
+    """Serve the dashboard, /metrics and /healthz over HTTP (talks to the daemon's socket)."""
+    from syncd.web.app import run_web  # the web stack: only when asked for
+
+    ctx.exit(run_web(config_path or ctx.obj.get("config"), listen, socket_path))
+
+
 if __name__ == "__main__":
     main()

@@ -40,11 +40,13 @@ def run_demo(duration: float | None = None, speed: float = 1.0) -> int:
     """Run the demo; 0 when it ran (simulated failures included), 1 if it could not."""
     state = Path(tempfile.mkdtemp(prefix="syncd-demo-"))
     proc: subprocess.Popen[bytes] | None = None
+    web: subprocess.Popen[bytes] | None = None
     try:
         with _signals_end_demo(), resources.as_file(_demo_config()) as config:
             proc = _start_daemon(state, config, speed)
             with Client(state / "syncd.sock", origin="the demo's state dir") as c:
                 _wait_ready(c, proc, state)
+                web = _start_web(state, config)
                 _submit_burst(c)
                 with contextlib.suppress(KeyboardInterrupt):
                     _dashboard(c, proc, duration)
@@ -56,6 +58,8 @@ def run_demo(duration: float | None = None, speed: float = 1.0) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if web is not None:
+            _stop_daemon(web)
         if proc is not None:
             _stop_daemon(proc)
         shutil.rmtree(state, ignore_errors=True)
@@ -85,7 +89,7 @@ def _signals_end_demo() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _start_daemon(state: Path, config: Path, speed: float) -> subprocess.Popen[bytes]:
+def _demo_env(state: Path, speed: float = 1.0) -> dict[str, str]:
     env = dict(os.environ)
     env["STATE_DIRECTORY"] = str(state)
     env["RUNTIME_DIRECTORY"] = str(state)
@@ -100,6 +104,11 @@ def _start_daemon(state: Path, config: Path, speed: float) -> subprocess.Popen[b
     # or not: its folder goes first on PYTHONPATH.
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _start_daemon(state: Path, config: Path, speed: float) -> subprocess.Popen[bytes]:
+    env = _demo_env(state, speed)
     argv = [sys.executable, "-m", "syncd", "--config", str(config)]
     log.debug("starting the demo daemon: %s", argv)
     with open(state / "daemon.log", "wb") as err:
@@ -112,6 +121,34 @@ def _start_daemon(state: Path, config: Path, speed: float) -> subprocess.Popen[b
             stderr=err,
             start_new_session=True,
         )
+
+
+def _start_web(state: Path, config: Path) -> subprocess.Popen[bytes] | None:
+    """`syncd web` on a free localhost port; its URL is printed. The demo goes on without
+    it (and says why) if it cannot start."""
+    argv = [sys.executable, "-m", "syncd", "web", "--config", str(config)]
+    argv += ["--socket", str(state / "syncd.sock"), "--listen", "127.0.0.1:0"]
+    out = state / "web.log"
+    with open(out, "wb") as log_file:
+        web = subprocess.Popen(
+            argv,
+            env=_demo_env(state),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and web.poll() is None:
+        for line in out.read_text(errors="replace").splitlines():
+            if line.startswith("syncd web: http://"):
+                print(f"dashboard: {line.split()[2]}  (metrics at /metrics, health at /healthz)")
+                return web
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            web.wait(timeout=0.1)
+    print(f"syncd demo: the dashboard did not start:\n{out.read_text(errors='replace')[-2000:]}")
+    _stop_daemon(web)
+    return None
 
 
 def _daemon_stderr(state: Path, lines: int = 20) -> str:

@@ -57,9 +57,13 @@ SPEC_OPS = [
     "prune",
     "watch",
     "freshness",
+    "metrics",
+    "series",
 ]
 READ_ONLY = set(
     [
+        "metrics",
+        "series",
         "ping",
         "status",
         "list",

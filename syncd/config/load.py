@@ -18,6 +18,7 @@ from syncd.config.model import Config, ConfigError, DaemonSettings, Problem, Sch
 from syncd.config.routes import INHERITED, NAME_RE, RouteBuilder
 from syncd.config.routing import RouteTable
 from syncd.config.toml import Checker, join, label
+from syncd.config.web import web_settings
 from syncd.core import paths
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode, OnShutdown, Overlap
@@ -52,7 +53,7 @@ class Loader:
 
     def load(self, raw: dict[str, Any]) -> Config | None:
         c = self.c
-        c.keys("", raw, ("daemon", "defaults", "sources", "schedules"))
+        c.keys("", raw, ("daemon", "defaults", "sources", "schedules", "web"))
         daemon, origins = self.daemon(c.table("daemon", raw.get("daemon", {})) or {})
         builder = RouteBuilder(c, self.env, daemon)
         defaults_raw = c.table("defaults", raw.get("defaults", {})) or {}
@@ -75,6 +76,7 @@ class Loader:
                 if src is None or len(c.errors) > before:
                     broken.add(name)
         schedules = self.schedules(raw.get("schedules", []), sources, broken)
+        web = web_settings(c, c.table("web", raw.get("web", {})) or {})
         if c.errors:
             return None
         return Config(
@@ -82,6 +84,7 @@ class Loader:
             daemon=daemon,
             sources=MappingProxyType(sources),
             schedules=tuple(schedules),
+            web=web,
             origins=MappingProxyType(origins),
         )
 

@@ -67,6 +67,24 @@ WATERMARKS = (LAST_SUCCESS_STARTED, LAST_SUCCESS_FINISHED)
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """`[web]`: what `syncd web` serves and to whom (the daemon never reads it)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8790
+    actions: bool = False
+    token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
+    base_path: str = "/"
+    trust_proxy: bool = False
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Route:
     """What runs for one (source, sync_type): the full argv and its inherited settings."""
 
@@ -115,6 +133,7 @@ class Config:
     daemon: DaemonSettings
     sources: Mapping[str, Source]
     schedules: tuple[Schedule, ...]
+    web: WebSettings = field(default_factory=WebSettings)
     warnings: tuple[Problem, ...] = ()
     # where each [daemon] setting came from: "default" | "file" | "env"
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -227,7 +227,8 @@ class Connection:
                     else ""
                 )
                 return self._send(encode(error_reply(request.id, ErrorCode.FORBIDDEN, message)))
-            log.info("%s by %s (uid %d, pid %d)", request.op, peer.user, peer.uid, peer.pid)
+            via = f" via {request.via}" if request.via else ""
+            log.info("%s by %s%s (uid %d, pid %d)", request.op, peer.user, via, peer.uid, peer.pid)
         if request.spec.batch is not None and b"\n" in pending:
             return self._batch(request, pending)
         try:

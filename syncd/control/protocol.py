@@ -21,7 +21,8 @@ MAX_DEPTH = 32
 MAX_ITEMS = 1000
 MAX_ID_BYTES = 256
 MAX_INT_DIGITS = 20  # beyond int64 nothing in syncd means anything
-FIELDS = frozenset({"v", "id", "op", "args"})
+FIELDS = frozenset({"v", "id", "op", "args", "via"})
+MAX_VIA = 200
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
@@ -81,6 +82,7 @@ class Request:
     op: str
     args: dict[str, Any]  # validated, every declared arg present (defaults filled)
     spec: OpSpec
+    via: str | None = None  # who relayed it, for the log line ("web from 10.0.0.5")
 
 
 class Registry(Mapping[str, OpSpec]):
@@ -269,9 +271,16 @@ def parse_request(line: bytes, ops: Mapping[str, OpSpec]) -> Request:
         raise ProtocolError(
             ErrorCode.UNKNOWN_OP, f"unknown op {show(op)}", req_id, {"ops": sorted(ops)}
         )
+    via = obj.get("via")
+    if via is not None and (
+        not isinstance(via, str) or len(via) > MAX_VIA or not via.isprintable()
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"via must be a printable string of at most {MAX_VIA}", req_id
+        )
     raw_args = obj.get("args")
     try:
         args = validate_args(spec.args, {} if raw_args is None else raw_args, spec.check)
     except ArgError as exc:
         raise ProtocolError(ErrorCode.INVALID_ARGS, exc.message, req_id, exc.details) from None
-    return Request(req_id, op, args, spec)
+    return Request(req_id, op, args, spec, via)

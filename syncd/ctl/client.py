@@ -95,8 +95,10 @@ class Client:
         connect_timeout: float = 5.0,
         timeout: float | None = 30.0,
         origin: str | None = None,
+        via: str | None = None,
     ):
         self.path = Path(path)
+        self.via = via  # sent with every request: the daemon logs who relayed it
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.origin = origin
@@ -220,7 +222,10 @@ class Client:
     def _send(self, op: str, args: dict[str, Any]) -> int:
         self._next_id += 1
         req_id = self._next_id
-        line = json.dumps({"v": 1, "id": req_id, "op": op, "args": args}) + "\n"
+        request: dict[str, Any] = {"v": 1, "id": req_id, "op": op, "args": args}
+        if self.via is not None:
+            request["via"] = self.via
+        line = json.dumps(request) + "\n"
         data = line.encode()
         conn = self._conn
         if conn is not None and time.monotonic() - conn.last_used > REUSE_SECONDS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from datetime import datetime
 
@@ -140,3 +141,20 @@ def top(no_color: bool, interval: float) -> None:
     color = not no_color and not os.environ.get("NO_COLOR")
     code = run_top(where.path, where.origin, color=color, interval=interval)
     click.get_current_context().exit(code)
+
+
+@command(main, "metrics", "syncctl metrics > /var/lib/node_exporter/textfile/syncd.prom")
+@click.option("--series", is_flag=True, help="the 24 h chart data instead (JSON)")
+def metrics(series: bool) -> None:
+    """The daemon's metrics in the Prometheus text format (node_exporter's textfile
+    collector reads it); --json prints the op's JSON."""
+    if series:
+        click.echo(json.dumps(call("series"), indent=2))
+        return
+    result = call("metrics")
+    if want_json():
+        click.echo(json.dumps(result, indent=2))
+        return
+    from syncd.ctl.metrics import exposition  # prometheus_client: only for this command
+
+    sys.stdout.write(exposition(result).decode())

@@ -11,7 +11,7 @@ import select
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from syncd.control.ops.base import Context
 from syncd.control.ops.table import registry
 from syncd.control.server import Server, SocketInUse
 from syncd.core import paths
-from syncd.core.clock import Clock, SystemClock
+from syncd.core.clock import Clock, SystemClock, iso
 from syncd.core.errors import StoreUnusable, SyncdError
 from syncd.core.events import EventBus
 from syncd.core.models import ErrorCode, Status, trigger_schedule
@@ -34,6 +34,12 @@ from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.monitor import Monitor
 from syncd.schedule.maintenance import Maintenance
 from syncd.schedule.scheduler import Scheduler
+from syncd.service.metrics import (
+    QUEUE_SAMPLE_SECONDS,
+    SERIES_BUCKET_SECONDS,
+    SERIES_SPAN_SECONDS,
+    Metrics,
+)
 from syncd.service.tasks import TaskService
 from syncd.store.facade import Store
 
@@ -108,6 +114,7 @@ class Daemon:
         self.started_at: datetime = self.clock.now()
         self.started_mono = self.clock.monotonic()
         self.events = EventBus()
+        self.metrics = Metrics(self.clock)
         self.notifier = Notifier.from_environ(os.environ)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
@@ -127,11 +134,19 @@ class Daemon:
             settings=cfg.daemon,
             clock=self.clock,
             events=self.events,
+            on_task=self.metrics.observe_task,
         )
         self.tasks = TaskService(self.store, self.dispatcher, self.clock)
         self.monitor = Monitor(self.dispatcher, self.clock)
         self.reconcile_lost()
-        self.scheduler = Scheduler(cfg.schedules, self.store, SchedulePoolAdapter(self), self.clock)
+        self.seed_metrics()
+        self.scheduler = Scheduler(
+            cfg.schedules,
+            self.store,
+            SchedulePoolAdapter(self),
+            self.clock,
+            on_fire=self.metrics.observe_fire,
+        )
         self.scheduler.reconcile()
         self.maintenance = Maintenance(
             self.store,
@@ -174,7 +189,9 @@ class Daemon:
 
     def reconcile_lost(self) -> list[int]:
         """Tasks left `running` by a previous instance (see reconcile.py)."""
-        return reconcile.reconcile_lost(self.store, self.clock, self._policy())
+        lost = reconcile.reconcile_lost(self.store, self.clock, self._policy())
+        self.metrics.observe_lost(len(lost))
+        return lost
 
     def reconcile_orphans(self) -> list[int]:
         """Rows `running` in the database that this daemon is not running (fix-stuck). Listed
@@ -183,7 +200,17 @@ class Daemon:
             mine = set(self.dispatcher.running)
             rows = self.store.tasks_with_status(Status.RUNNING)
         orphans = [t for t in rows if t.id not in mine]
-        return reconcile.reconcile_orphans(self.store, self.clock, orphans, self._policy())
+        done = reconcile.reconcile_orphans(self.store, self.clock, orphans, self._policy())
+        self.metrics.observe_lost(len(done))
+        return done
+
+    def seed_metrics(self) -> None:
+        """The throughput chart starts with the last 24 h of history, not empty."""
+        since = iso(self.clock.now() - timedelta(seconds=SERIES_SPAN_SECONDS))
+        try:
+            self.metrics.seed_series(self.store.finished_counts(since, SERIES_BUCKET_SECONDS))
+        except SyncdError as exc:  # a chart is not worth refusing to start over
+            log.warning("metrics: history not read: %s", exc.message)
 
     # -- loop -------------------------------------------------------------------------------
     def _status_line(self) -> str:
@@ -196,7 +223,7 @@ class Daemon:
     def _loop(self) -> None:
         d = self.dispatcher
         mono = self.clock.monotonic
-        next_watchdog = next_monitor = next_maint = mono()
+        next_watchdog = next_monitor = next_maint = next_sample = mono()
         self._next_sched = mono()
         while not self._stop.is_set():
             try:
@@ -211,10 +238,13 @@ class Daemon:
                 if now >= next_monitor:
                     self.monitor.tick()
                     next_monitor = now + self.dispatcher.settings.heartbeat_seconds
+                if now >= next_sample:  # the queue-depth chart: one O(1) read a minute
+                    self.metrics.sample_queue(self.store.counts()["queued"])
+                    next_sample = now + QUEUE_SAMPLE_SECONDS
                 if now >= next_watchdog:
                     self.notifier.watchdog(self._status_line())
                     next_watchdog = now + self.notifier.watchdog_interval
-                deadlines = [next_watchdog, self._next_sched, next_maint]
+                deadlines = [next_watchdog, self._next_sched, next_maint, next_sample]
                 if d.running:
                     deadlines.append(next_monitor)
                 nb = d.next_deadline()

@@ -87,6 +87,7 @@ class Dispatcher:
         clock: Clock,
         events: EventBus,
         base_env: Mapping[str, str] | None = None,
+        on_task: Callable[[Task], None] | None = None,
     ):
         self.store = store
         self.routes = routes
@@ -94,6 +95,7 @@ class Dispatcher:
         self.clock = clock
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.on_task = on_task  # sees every task event, watched or not (the metrics)
         self.cond = threading.Condition()
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
@@ -475,6 +477,11 @@ class Dispatcher:
     def announce_task(self, task: Task, *, wake: bool = True) -> None:
         """Publish a task's new state (and the pool's counts). Best effort: it runs after a
         commit, so a failure here is logged, never raised into the caller of that commit."""
+        if self.on_task is not None:
+            try:
+                self.on_task(task)
+            except Exception:  # counting must never break dispatch or a caller's commit
+                log.exception("task %d: observer failed", task.id)
         try:
             if self.events.subscriber_count:  # nobody watching: build no event at all
                 self.events.publish(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol
@@ -156,8 +156,14 @@ class Scheduler:
     One lock: `tick` runs on the daemon loop, the operator ops on server threads."""
 
     def __init__(
-        self, schedules: Sequence[Schedule], store: Store, pool: SchedulePool, clock: Clock
+        self,
+        schedules: Sequence[Schedule],
+        store: Store,
+        pool: SchedulePool,
+        clock: Clock,
+        on_fire: Callable[[str, str, float | None], None] | None = None,
     ):
+        self._on_fire = on_fire  # (schedule, outcome kind, seconds late after its slot)
         self._store = store
         self._pool = pool
         self._clock = clock
@@ -298,6 +304,9 @@ class Scheduler:
             state.last_fire = slot
             fields["last_fire"] = iso(slot)
         self._persist(s.name, **fields)
+        if self._on_fire is not None:
+            lag = None if slot is None else (self._clock.now() - slot).total_seconds()
+            self._on_fire(s.name, outcome.kind, lag)
         why = outcome.error or outcome.reason
         log.info(
             "schedule %s: %s%s (slot %s)%s",

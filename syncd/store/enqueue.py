@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,12 @@ class Batch:
             self.conn.executemany(_INSERT_QUEUED, [_queued_row(*p) for p in self.pending])
             self.conn.execute(
                 "UPDATE task_counts SET n = n + ? WHERE status = 'queued'", (len(self.pending),)
+            )
+            per_source = Counter(task.source for task, _, _ in self.pending)
+            self.conn.executemany(
+                "INSERT INTO queued_by_source (source, n) VALUES (?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET n = n + excluded.n",
+                per_source.items(),
             )
             self.pending.clear()
         if self.dirty:

@@ -293,6 +293,22 @@ class Store(Successes):
         out.update({status: int(n) for status, n in rows})
         return out
 
+    def queued_by_source(self) -> dict[str, int]:
+        """Queued tasks per source from the trigger-kept counters (sources with none left out)."""
+        rows = self._read("SELECT source, n FROM queued_by_source WHERE n > 0 ORDER BY source")
+        return {source: int(n) for source, n in rows}
+
+    def finished_counts(self, since: str, bucket_seconds: int) -> list[tuple[int, str, int]]:
+        """(bucket start as Unix seconds, status, count) of the tasks finished at or after
+        `since`: what the daemon's 24 h throughput series is seeded from at start."""
+        rows = self._read(
+            f"SELECT CAST(strftime('%s', finished_at) AS INTEGER) / ?1 * ?1 AS b, status,"
+            f" count(*) FROM tasks INDEXED BY {FINISHED_INDEX}"
+            f" WHERE {FINISHED} AND finished_at >= ?2 GROUP BY b, status",
+            (bucket_seconds, since),
+        )
+        return [(int(b), str(status), int(n)) for b, status, n in rows]
+
     def list_tasks(
         self,
         *,

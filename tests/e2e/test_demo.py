@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def test_demo_runs_tasks_to_completion_and_cleans_up() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "Worker Pool Status:" in out
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/ ", out, re.M), out[:2000]
     assert "Max Workers: 2" in out
     summary = out.strip().splitlines()[-3:]
     text = "\n".join(summary).lower()

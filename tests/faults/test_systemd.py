@@ -1,5 +1,6 @@
-"""RELIABILITY Y1: the shipped unit is accepted by `systemd-analyze verify`, rated below 5.0
-by `systemd-analyze security`, and every directive says why it is there.
+"""RELIABILITY Y1: the shipped units (the daemon's and the web's) are accepted by
+`systemd-analyze verify`, rated below 5.0 by `systemd-analyze security`, and every directive
+says why it is there.
 
 systemd-analyze is required, not optional: a missing binary fails these tests (CI installs
 Debian's `systemd` package) rather than silently skipping the gate."""
@@ -16,6 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "syncd.service"
+WEB_UNIT = REPO / "etc" / "syncd-web.service"
+UNITS = [UNIT, WEB_UNIT]
 MAX_EXPOSURE = 5.0
 
 
@@ -26,15 +29,16 @@ def analyze() -> str:
     return path
 
 
-@pytest.fixture
-def unit_copy(tmp_path: Path) -> Path:
+@pytest.fixture(params=UNITS, ids=lambda p: p.name)
+def unit_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The unit with its installed paths pointed at executables that exist here (verify
     checks that ExecStart/ExecReload name a real file)."""
-    text = UNIT.read_text()
-    assert "/usr/local/bin/syncd " in text and "/usr/local/bin/syncctl " in text
+    unit: Path = request.param
+    text = unit.read_text()
+    assert "/usr/local/bin/syncd " in text
     text = text.replace("/usr/local/bin/syncctl ", f"{sys.executable} -m syncd.ctl.main ")
     text = text.replace("/usr/local/bin/syncd ", f"{sys.executable} -m syncd ")
-    copy = tmp_path / "syncd.service"
+    copy = tmp_path / unit.name
     copy.write_text(text)
     return copy
 
@@ -63,12 +67,13 @@ def test_security_exposure_is_below_5(unit_copy):
     assert exposure < MAX_EXPOSURE, f"exposure {exposure}:\n{proc.stdout}"
 
 
-def test_every_directive_carries_its_reason():
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_every_directive_carries_its_reason(unit: Path):
     """Each directive is in a block (lines between blank lines or section headers) that a
     comment opens before it."""
     missing = []
     commented = False
-    for number, raw in enumerate(UNIT.read_text().splitlines(), 1):
+    for number, raw in enumerate(unit.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("["):
             commented = False
@@ -107,3 +112,19 @@ def test_spec_directives_are_present():
     assert "reload" in directives["ExecReload"] and "syncctl" in directives["ExecReload"]
     for forbidden in ("PrivateNetwork", "MemoryDenyWriteExecute", "IPAddressDeny"):
         assert forbidden not in directives
+
+
+def test_web_unit_runs_after_the_daemon_as_its_own_user():
+    directives = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in WEB_UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert "syncd.service" in directives["After"].split()
+    assert directives["ExecStart"].startswith("/usr/local/bin/syncd web ")
+    assert directives["User"] != "root" and directives["User"] != "syncd"
+    assert directives["SupplementaryGroups"] == "syncd"  # reaches the 0660 socket
+    assert directives["RestartPreventExitStatus"] == "78"
+    for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "MemoryDenyWriteExecute"):
+        assert directives[key] == "yes", key
+    assert directives["ProtectSystem"] == "strict" and directives["CapabilityBoundingSet"] == ""

@@ -18,6 +18,7 @@ from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.monitor import Monitor
 from syncd.schedule.maintenance import Maintenance
 from syncd.schedule.scheduler import Scheduler
+from syncd.service.metrics import Metrics
 from syncd.service.tasks import TaskService
 from syncd.store.facade import Store
 
@@ -54,6 +55,8 @@ class Daemon(Protocol):
     def maintenance(self) -> Maintenance: ...
     @property
     def events(self) -> EventBus: ...
+    @property
+    def metrics(self) -> Metrics: ...
 
     def reload(self, *, dry_run: bool = ..., requested_by: str = ...) -> dict[str, Any]: ...
     def reconcile_orphans(self) -> list[int]: ...

@@ -21,6 +21,7 @@ def _route_row(route: Route) -> dict[str, Any]:
         "priority": route.priority,
         "retries": route.retries,
         "allowed_params": list(route.allowed_params),
+        "env_keys": sorted(route.env),  # names only: values may be secrets
     }
 
 

@@ -1,0 +1,1 @@
+"""`syncd web`: the dashboard, /metrics and /healthz, a client of the control socket only."""

@@ -1,0 +1,115 @@
+"""Units of the web: sessions, Host parsing, redirects, params, charts, and how a daemon's
+refusal reaches the page (the daemon's own rule is tested against real users elsewhere)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from syncd.config.model import WebSettings
+from syncd.ctl.client import DaemonError
+from syncd.web import charts
+from syncd.web.actions import BadInput, parse_params
+from syncd.web.app import create_app
+from syncd.web.security import SESSION_SECONDS, Sessions, host_only, read_token
+
+
+def test_host_only() -> None:
+    assert host_only("Example.com:8790") == "example.com"
+    assert host_only("[::1]:8790") == "[::1]"
+    assert host_only("[::1]") == "[::1]"
+    assert host_only("localhost") == "localhost"
+
+
+def test_sessions_are_signed_and_expire() -> None:
+    s = Sessions("the-token-123", key=b"k" * 32)
+    cookie = s.new_session(now=1000.0)
+    assert s.valid(cookie, now=1001.0)
+    assert not s.valid(cookie, now=1000.0 + SESSION_SECONDS + 1)
+    body, _, sig = cookie.rpartition(".")
+    forged = body.rsplit(".", 1)[0] + f".{10**12}.{sig}"
+    assert not s.valid(forged, now=1001.0)
+    assert not Sessions("the-token-123", key=b"j" * 32).valid(cookie, now=1001.0)
+    assert s.check_token(" the-token-123\n") and not s.check_token("the-token-12")
+    assert not Sessions(None).valid(cookie)
+
+
+def test_token_file_must_hold_a_real_token(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("short\n")
+    with pytest.raises(ValueError, match="at least 8"):
+        read_token(tmp_path / "t")
+    (tmp_path / "t").write_text("  a-long-enough-token  \nsecond line\n")
+    assert read_token(tmp_path / "t") == "a-long-enough-token"
+
+
+def test_params_text() -> None:
+    assert parse_params("since=2025-01-01  full\nbatch-size=5") == {
+        "since": "2025-01-01",
+        "full": True,
+        "batch-size": "5",
+    }
+    with pytest.raises(BadInput, match="given twice"):
+        parse_params("a=1 a=2")
+    with pytest.raises(BadInput, match="not K=V"):
+        parse_params("=x")
+
+
+def test_charts_escape_and_scale() -> None:
+    series = {
+        "buckets": [
+            {"start": "2026-01-01T00:00:00Z", "completed": 3, "failed": 1, "cancelled": 0,
+             "queued": None},
+            {"start": "<b>", "completed": 0, "failed": 0, "cancelled": 0, "queued": 7},
+        ]
+    }  # fmt: skip
+    svg = str(charts.throughput(series))
+    assert svg.count('class="bar completed"') == 1 and svg.count('class="bar failed"') == 1
+    assert "3 completed, 1 failed" in svg and ">5</text>" in svg  # the axis rounds 4 up to 5
+    depth = str(charts.queue_depth(series))
+    assert depth.count('class="bar queued"') == 1 and "&lt;b&gt;" in depth and "<b>" not in depth
+    assert "style=" not in svg + depth  # the CSP allows no inline style
+    assert charts.totals(series) == {"completed": 3, "failed": 1, "cancelled": 0}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    settings = WebSettings(actions=True, allowed_hosts=("testserver",))
+    app = create_app(settings, tmp_path / "no.sock", token="the-token-123")
+    with TestClient(app, follow_redirects=False) as c:
+        yield c, app.state.web
+
+
+def logged_in(c: Any) -> str:
+    page = c.get("/login")
+    csrf = re.search(r'name="csrf" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert c.post("/login", data={"csrf": csrf, "token": "the-token-123"}).status_code == 303
+    return str(csrf)
+
+
+def test_a_refusal_by_the_daemon_shows_forbidden(client: Any) -> None:
+    c, web = client
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def refuse(op: str, via: str, **args: Any) -> Any:
+        sent.append((op, via, args))
+        raise DaemonError("forbidden", "pause is reserved to root, the daemon's user")
+
+    web.link.act = refuse
+    csrf = logged_in(c)
+    r = c.post("/actions/pause", data={"csrf": csrf, "next": "/schedules"})
+    assert r.status_code == 403
+    assert "forbidden" in r.text and "reserved to root" in r.text
+    assert 'href="/schedules"' in r.text
+    assert sent == [("pause", "web from testclient", {})]
+
+
+def test_a_page_says_when_the_daemon_is_down(client: Any) -> None:
+    c, _ = client
+    r = c.get("/")
+    assert r.status_code == 503 and "Daemon unreachable" in r.text and "no such socket" in r.text
+    assert c.get("/healthz").json()["daemon"] == "down"
+    assert c.get("/events?page=nonsense").status_code == 400
