@@ -176,6 +176,10 @@ def create_app(settings: WebSettings, socket_path: Path, token: str | None = Non
         ctx = await guarded(request, views.schedules_page)
         return web.page(request, "schedules.html", {**ctx, "live": "schedules"})
 
+    async def freshness(request: Request) -> Response:
+        ctx = await guarded(request, views.freshness_page)
+        return web.page(request, "freshness.html", ctx)
+
     async def routes(request: Request) -> Response:
         ctx = await guarded(request, views.routes_page)
         source = request.query_params.get("source", "").strip()
@@ -253,7 +257,7 @@ def create_app(settings: WebSettings, socket_path: Path, token: str | None = Non
         Route("/history.{kind:str}", history_export),
         Route("/schedules", schedules),
         Route("/routes", routes),
-        # /freshness joins here with the daemon's freshness op.
+        Route("/freshness", freshness),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/events", events),

@@ -146,5 +146,12 @@ def schedules_page(link: DaemonLink) -> dict[str, Any]:
     return {"schedules": link.call("schedules")["schedules"], "now": now_utc()}
 
 
+def freshness_page(link: DaemonLink) -> dict[str, Any]:
+    """Every route with a target, stale ones first (what an operator looks for)."""
+    rows = link.call("freshness")["routes"]
+    rows.sort(key=lambda r: (not r["stale"], r["source"], r["sync_type"]))
+    return {"routes": rows, "now": now_utc()}
+
+
 def routes_page(link: DaemonLink) -> dict[str, Any]:
     return {"sources": link.call("routes")["sources"], "now": now_utc()}

@@ -18,6 +18,7 @@ TOKEN = "test-token-0123456789"
 SOURCES = {
     "alpha": {"routes": {"a1": "a1", "a2": "a2"}},
     "beta": {"max_concurrent": 1, "routes": {"b1": "b1", "b2": "b2"}},
+    "gamma": {"routes": {"g1": {"command": "g1", "freshness_minutes": 60}}},  # /freshness
 }
 SCHEDULES = [{"name": "alpha-hourly", "cron": "0 * * * *", "source": "alpha", "sync_type": "a1"}]
 

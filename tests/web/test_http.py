@@ -35,7 +35,7 @@ def test_pages_render_without_javascript_and_escape_everything(stack: Stack) -> 
     d = stack.daemon
     d.call("pause")
     task = d.call("submit", source="alpha", sync_type="a1", params={"record": XSS})["task"]
-    for path in ("/", f"/tasks/{task['id']}", "/history", "/schedules", "/routes"):
+    for path in ("/", f"/tasks/{task['id']}", "/history", "/schedules", "/routes", "/freshness"):
         r = stack.web.get(path)
         assert r.status_code == 200, (path, r.text[:300])
         assert "<script>alert" not in r.text, path
@@ -53,6 +53,24 @@ def test_pages_render_without_javascript_and_escape_everything(stack: Stack) -> 
     assert "Waiting: paused." in page
     d.call("cancel", ids=[task["id"]])
     d.call("resume")
+
+
+def test_freshness_page_goes_from_stale_to_fresh(stack: Stack) -> None:
+    def row() -> str:
+        page = stack.web.get("/freshness")
+        assert page.status_code == 200
+        m = re.search(r"<tr><td class=\"route\">gamma\.g1</td>.*?</tr>", page.text, re.S)
+        assert m, page.text[:800]
+        return m.group(0)
+
+    before = row()
+    assert "never completed" in before and "st-stale" in before and "60 min" in before
+    assert "alpha.a1" not in stack.web.get("/freshness").text  # no target: not listed
+    d = stack.daemon
+    done = d.call("submit", source="gamma", sync_type="g1", allow_duplicate=True)["task"]
+    d.wait_status(done["id"], {"completed"})
+    after = row()
+    assert "st-fresh" in after and f'href="/tasks/{done["id"]}"' in after
 
 
 def test_host_header_must_be_allowed(stack: Stack) -> None:
