@@ -49,14 +49,13 @@ def last_successes(ctx: Context) -> list[tuple[dict[str, str], float]]:
     """Routes that ever completed; one index seek per route, whatever the history's size."""
     d = ctx.d
     rows = route_freshness(d.dispatcher.routes, d.store, d.clock.now(), all_routes=True)
-    return [
-        (
-            {"source": r["source"], "sync_type": r["sync_type"]},
-            round(parse_iso(r["last_success"]["started_at"]).timestamp(), 3),
-        )
-        for r in rows["routes"]
-        if r["last_success"] is not None
-    ]
+    out = []
+    for r in rows["routes"]:
+        started = parse_iso((r["last_success"] or {}).get("started_at"))
+        if started is not None:
+            labels = {"source": r["source"], "sync_type": r["sync_type"]}
+            out.append((labels, round(started.timestamp(), 3)))
+    return out
 
 
 @OPS.op(
