@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.config.diff import diff_configs
+from syncd.config.diff import applicable, diff_configs, restart_required
 from syncd.config.load import load_config
 from syncd.config.model import Config, ConfigError, Schedule
 from syncd.config.routing import RouteTable
@@ -252,6 +252,8 @@ class Daemon:
                     f"config {path} has {len(problems)} problem(s); the running config is kept",
                     {"problems": problems},
                 ) from None
+            pending = restart_required(self.config, new)
+            new = applicable(self.config, new)
             changes = diff_configs(self.config, new)
             routes = RouteTable.from_config(new)
             affected = [
@@ -259,7 +261,12 @@ class Daemon:
                 for t in self.store.tasks_with_status(Status.QUEUED)
                 if routes.route(t.source, t.route) is None
             ]
-            result = {"applied": not dry_run, "changes": changes, "affected_queued": affected}
+            result = {
+                "applied": not dry_run,
+                "changes": changes,
+                "affected_queued": affected,
+                "restart_required": pending,
+            }
             if dry_run:
                 return result
             self.config = new
@@ -268,12 +275,16 @@ class Daemon:
             self.maintenance.update(
                 prune_at=new.daemon.prune_at, history_days=new.daemon.history_days
             )
+            # Checked on each request: the new group's rights hold from the next one.
+            self.server.authorizer = Authorizer(new.daemon.control_group)
             self.poke_scheduler()
             log.info(
                 "config reloaded by %s: %s",
                 requested_by,
                 ", ".join(f"{k} {len(v)}" for k, v in changes.items()),
             )
+            for key in pending:
+                log.warning("reload: %s changed in the config; it takes effect at restart", key)
             return result
 
     # -- stop -------------------------------------------------------------------------------
