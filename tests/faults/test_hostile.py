@@ -1,4 +1,4 @@
-"""Hostile lines against a real daemon (RELIABILITY 2.4 K10, K11): while one client sends
+"""Hostile clients against a real daemon (RELIABILITY 2.4 K10, K11, K12): while one client sends
 pathological JSON, another client's `ping` keeps answering in under 100 ms, and the daemon
 answers each line with `bad_request` (or a plain reply) instead of freezing or dropping the
 connection with a traceback."""
@@ -6,6 +6,7 @@ connection with a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,12 @@ from tests.faults.conftest_part2 import (
     PING_LIMIT,
     Conn,
     PingProbe,
+    assert_responsive,
+    interpreter_for,
     make_daemon,  # noqa: F401
+    raw_as,
+    test_users,  # noqa: F401
+    wait_for,
     workdir,  # noqa: F401
 )
 
@@ -113,3 +119,68 @@ def test_k11_a_number_overflowing_to_infinity_is_a_bad_request(make_daemon):  # 
     log = d.stderr()
     assert "Traceback" not in log and "not JSON" not in log, log[-2000:]
     assert json.dumps(d.call("ping"))
+
+
+HOLDER = """
+import json, socket, sys, time
+held, counts = [], {"ok": 0, "busy": 0}
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    for attempt in range(500):  # a full listen backlog (EAGAIN) is retried, as syncctl does
+        try:
+            s.connect(sys.argv[1])
+            break
+        except BlockingIOError:
+            time.sleep(0.01)
+    try:
+        s.sendall(b'{"v": 1, "id": 1, "op": "ping"}\\n')
+    except OSError:  # refused: the daemon wrote `busy` and closed
+        pass
+    reply = json.loads(s.makefile("rb").readline())
+    counts["ok" if reply["ok"] else reply["error"]["code"]] += 1
+    held.append(s)
+print(json.dumps(counts), flush=True)
+sys.stdin.read()  # hold every connection until the test is done
+"""
+
+
+def test_k12_one_user_cannot_hold_every_connection(make_daemon, workdir, test_users):  # noqa: F811
+    """A local user opens 256 connections and holds them: it gets its per-user share, the
+    rest are refused `busy`; root (here also the daemon's user) and another user still get
+    in while they are held."""
+    os.chmod(workdir, 0o755)  # let the test users reach the socket
+    d = make_daemon(daemon={"socket_mode": "0666"})
+    holder = subprocess.Popen(
+        [interpreter_for(test_users.outsider), "-c", HOLDER, str(d.socket), "256"],
+        user=test_users.outsider,
+        group=test_users.ids(test_users.outsider)[1],
+        extra_groups=[],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+    )
+    try:
+        assert holder.stdout is not None
+        counts = json.loads(holder.stdout.readline() or "{}")
+        assert counts == {"ok": 64, "busy": 192}, (counts, holder.stderr and holder.stderr.read())
+        # While the 64 are held: root and another local user connect and are answered.
+        assert_responsive(d)
+        assert d.call("ping")["pid"] > 0
+        other = raw_as(test_users.member, d.socket, [("ping", {})])
+        assert other[0]["ok"] is True, other
+        assert f"too many connections from uid {test_users.ids(test_users.outsider)[0]}" in (
+            d.stderr()
+        )
+    finally:
+        holder.communicate(timeout=30)
+    # Once they are closed the user may connect again.
+    again = wait_for(
+        lambda: raw_as(test_users.outsider, d.socket, [("ping", {})])[0]["ok"] or None,
+        20,
+        "the user's connections to be released",
+    )
+    assert again is True
