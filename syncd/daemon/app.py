@@ -54,7 +54,9 @@ class SchedulePoolAdapter:
     def __init__(self, daemon: Daemon):
         self.d = daemon
 
-    def submit_for_schedule(self, schedule: Schedule) -> tuple[int, bool]:
+    def submit_for_schedule(
+        self, schedule: Schedule, last_fire: str | None = None
+    ) -> tuple[int, bool]:
         new = self.d.tasks.request(
             schedule.source,
             schedule.sync_type,
@@ -63,7 +65,8 @@ class SchedulePoolAdapter:
             trigger_schedule(schedule.name),
             "schedule",
         )
-        task, coalesced = self.d.tasks.submit(new)
+        state = None if last_fire is None else (schedule.name, {"last_fire": last_fire})
+        task, coalesced = self.d.tasks.submit(new, schedule_state=state)
         return task.id, coalesced
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None:

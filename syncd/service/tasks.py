@@ -53,13 +53,25 @@ class TaskService:
             requested_by=requested_by,
         )
 
-    def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
-        return self.submit_group([(new, allow_duplicate)])[0]
+    def submit(
+        self,
+        new: NewTask,
+        *,
+        allow_duplicate: bool = False,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> tuple[Task, bool]:
+        """One submit; `schedule_state` is a schedule's state committed with its fire."""
+        return self.submit_group([(new, allow_duplicate)], schedule_state=schedule_state)[0]
 
-    def submit_group(self, items: list[Submission]) -> list[tuple[Task, bool]]:
+    def submit_group(
+        self,
+        items: list[Submission],
+        *,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[tuple[Task, bool]]:
         """Submits committed together (pipelined on one connection), each logged and
         announced as its own."""
-        results = self.store.enqueue_many(items)
+        results = self.store.enqueue_many(items, schedule_state=schedule_state)
         try:
             for (new, _), (task, coalesced) in zip(items, results, strict=True):
                 what = "coalesced" if coalesced else "queued"

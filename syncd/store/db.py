@@ -204,22 +204,8 @@ class StoreBase:
 
     def put_schedule_state(self, name: str, **fields: Any) -> None:
         """Upsert: only the given fields change."""
-        unknown = set(fields) - set(_SCHEDULE_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown schedule state fields {sorted(unknown)}")
-        if "last_outcome" in fields and fields["last_outcome"] is not None:
-            fields["last_outcome"] = json.dumps(fields["last_outcome"], sort_keys=True)
-        if "paused" in fields:
-            fields["paused"] = int(bool(fields["paused"]))
-        names = ["name", *fields]
-        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
-        conflict = f"DO UPDATE SET {updates}" if fields else "DO NOTHING"
         with self._write("schedule_state") as conn:
-            conn.execute(
-                f"INSERT INTO schedule_state ({', '.join(names)}) VALUES ({marks(len(names))})"
-                f" ON CONFLICT (name) {conflict}",
-                (name, *fields.values()),
-            )
+            put_schedule_state_in(conn, name, fields)
 
     def delete_schedule_state(self, name: str) -> None:
         with self._write("schedule_state") as conn:
@@ -271,6 +257,32 @@ class StoreBase:
 
     def quick_check(self) -> str:
         return "\n".join(r[0] for r in self._read("PRAGMA quick_check"))
+
+
+def _schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Schedule state fields as stored (JSON outcome, 0/1 paused); unknown ones refused."""
+    unknown = set(fields) - set(_SCHEDULE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown schedule state fields {sorted(unknown)}")
+    out = dict(fields)
+    if out.get("last_outcome") is not None:
+        out["last_outcome"] = json.dumps(out["last_outcome"], sort_keys=True)
+    if "paused" in out:
+        out["paused"] = int(bool(out["paused"]))
+    return out
+
+
+def put_schedule_state_in(conn: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
+    """Upsert a schedule's state inside the caller's transaction; only `fields` change."""
+    fields = _schedule_fields(fields)
+    names = ["name", *fields]
+    updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+    conflict = f"DO UPDATE SET {updates}" if fields else "DO NOTHING"
+    conn.execute(
+        f"INSERT INTO schedule_state ({', '.join(names)}) VALUES ({marks(len(names))})"
+        f" ON CONFLICT (name) {conflict}",
+        (name, *fields.values()),
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
