@@ -114,11 +114,20 @@ class TaskService:
         skipped = []
         for task_id in wanted:
             if task_id not in killed and task_id not in done:
-                current = tasks[task_id] if task_id not in done else None
-                current = self.store.get(task_id) or current
-                status = current.status.value if current else None
-                skipped.append({"id": task_id, "status": status})
+                skipped.append({"id": task_id, "status": self._status_now(tasks[task_id])})
         return cancelled, skipped
+
+    def _status_now(self, before: Task | None) -> str | None:
+        """A skipped task's status, read again after the commit; best effort: a failed read
+        (a busy database) answers with the status read before, never with an error."""
+        if before is None:
+            return None
+        try:
+            current = self.store.get(before.id) or before
+        except Exception as exc:
+            log.warning("task %d: status not re-read after a cancel: %s", before.id, exc)
+            current = before
+        return current.status.value
 
     def cancel_one(self, task_id: int) -> bool:
         """Cancel a queued task at once, or kill a running one."""
