@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 128
 SHUTDOWN_GRACE = 2.0  # for in-flight requests before their sockets are cut
+CUT_GRACE = 1.0  # then for every cut connection's thread to end (one deadline for all)
 BUSY_LOG_EVERY = 10.0
 MAX_UNIX_PATH = 107
 
@@ -320,8 +321,12 @@ class Server:
         for conn in conns:
             if conn.alive():
                 conn.cut()
+        deadline = time.monotonic() + CUT_GRACE
         for conn in conns:
-            conn.join(1.0)
+            conn.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(conn.alive() for conn in conns)
+        if stuck:
+            log.warning("shutdown: %d connection thread(s) still busy; not waited for", stuck)
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:
