@@ -169,6 +169,7 @@ class Daemon:
         self.notifier.ready(self._status_line())
         self._loop_thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
         self._loop_thread.start()
+        self.maintenance.start()
 
     # -- recovery ---------------------------------------------------------------------------
     def _policy(self) -> reconcile.Policy:
@@ -199,7 +200,7 @@ class Daemon:
     def _loop(self) -> None:
         d = self.dispatcher
         mono = self.clock.monotonic
-        next_watchdog = next_monitor = next_maint = mono()
+        next_watchdog = next_monitor = mono()
         self._next_sched = mono()
         while not self._stop.is_set():
             try:
@@ -207,15 +208,13 @@ class Daemon:
                 now = mono()
                 if now >= self._next_sched:
                     self._next_sched = now + self.scheduler.tick()
-                if now >= next_maint:
-                    next_maint = now + self.maintenance.tick()
                 if now >= next_monitor:
                     self.monitor.tick()
                     next_monitor = now + self.dispatcher.settings.heartbeat_seconds
                 if now >= next_watchdog:
                     self.notifier.watchdog(self._status_line())
                     next_watchdog = now + self.notifier.watchdog_interval
-                deadlines = [next_watchdog, self._next_sched, next_maint]
+                deadlines = [next_watchdog, self._next_sched]
                 if d.running:
                     deadlines.append(next_monitor)
                 nb = d.next_deadline()
@@ -301,6 +300,7 @@ class Daemon:
         self.events.close_all()
         self.server.shutdown()
         self._loop_thread.join(2)
+        self.maintenance.stop()
         self.store.close()
         os.close(self.lock_fd)
         log.info("stopped")
