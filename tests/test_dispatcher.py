@@ -12,48 +12,11 @@ import pytest
 
 from syncd.config.load import loads_config
 from syncd.config.routing import RouteTable
-from syncd.core.clock import SystemClock
 from syncd.core.errors import StoreError
-from syncd.core.events import EventBus
-from syncd.core.models import ErrorCode, Status, Task
+from syncd.core.models import ErrorCode, Status
 from syncd.pool.dispatcher import Dispatcher
 from syncd.service.tasks import TaskService
-from syncd.store.facade import Store
-
-
-def make(tmp_path: Path) -> Dispatcher:
-    text = f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-socket = "{tmp_path / "s.sock"}"
-[defaults]
-allowed_params = []
-[sources.src.routes]
-ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
-"""
-    cfg = loads_config(text, base_dir=tmp_path, env={"PATH": os.environ["PATH"]})
-    store = Store.open(cfg.daemon.state_dir / "syncd.db")
-    return Dispatcher(
-        store=store,
-        routes=RouteTable.from_config(cfg),
-        settings=cfg.daemon,
-        clock=SystemClock(),
-        events=EventBus(),
-    )
-
-
-def submit(d: Dispatcher, sync_type: str, allow_duplicate: bool = False) -> tuple[Task, bool]:
-    """A manual submit through the one submit path."""
-    service = TaskService(d.store, d, d.clock)
-    new = service.request("src", sync_type, None, None, "manual", "test")
-    return service.submit(new, allow_duplicate=allow_duplicate)
-
-
-def wait_until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.helpers.pool import make, submit, wait_until
 
 
 def test_a_final_write_that_fails_is_retried_until_it_lands(

@@ -5,7 +5,6 @@ index seeks, not scans of the history; syncctl's rendering of it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,18 +33,6 @@ deals = { command = "deals", freshness_minutes = 1440 }
 [sources.billing.routes]
 invoices = "invoices"
 """
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    s = Store.open(tmp_path / "syncd.db", clock)
-    yield s
-    s.close()
 
 
 def table(text: str = CONFIG) -> RouteTable:

@@ -200,3 +200,18 @@ def test_tests_share_helpers_only_through_tests_helpers() -> None:
                 if name.startswith("tests") and not name.startswith("tests.helpers"):
                     bad.append(f"{path.relative_to(root)} imports {name}")
     assert bad == []
+
+
+def test_the_shared_fixtures_are_defined_once() -> None:
+    """`clock`, `store`, `workdir` and `make_daemon` come from tests/helpers/fixtures.py;
+    a module that defines its own would quietly test something else."""
+    root = Path(__file__).parent
+    shared = {"clock", "store", "workdir", "make_daemon"}
+    again = []
+    for path in sorted(root.rglob("*.py")):
+        if "helpers" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef) and node.name in shared:
+                again.append(f"{path.relative_to(root)}: {node.name}")
+    assert again == []

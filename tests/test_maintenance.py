@@ -4,6 +4,7 @@ deleted tasks only, dry runs, and the `prune_at` bookkeeping driven by a FakeClo
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from syncd.core.clock import FakeClock, iso, parse_iso
 from syncd.core.models import NewTask, Status
 from syncd.schedule.maintenance import STATE_NAME, Maintenance
 from syncd.store.facade import Store
+from tests.helpers.daemon import wait_for
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -190,3 +192,39 @@ def test_a_failing_prune_does_not_break_the_tick(store, clock, log_dir, monkeypa
     assert "maintenance failed" in caplog.text
     state = store.get_schedule_state(STATE_NAME)
     assert state is not None and state["last_fire"] == iso(datetime(2026, 1, 6, 3, 30, tzinfo=UTC))
+
+
+def test_a_failed_step_leaves_the_others_running(store, clock, log_dir, history, monkeypatch):
+    """The vacuum fails: the rows and logs are gone all the same and the integrity check
+    still runs (tick records the slot whatever prune does)."""
+    from syncd.core.errors import StoreError
+    from syncd.core.models import ErrorCode
+
+    def boom() -> int:
+        raise StoreError(ErrorCode.BUSY, "database is busy")
+
+    monkeypatch.setattr(store, "incremental_vacuum", boom)
+    result = maintenance(store, clock, log_dir).prune()
+    assert sorted(result.ids) == sorted(history["deleted"])
+    assert result.integrity == "ok"
+
+
+def test_the_integrity_check_does_not_hold_the_store_lock(store):
+    """It reads the whole file on a read-only connection of its own: a writer holding the
+    store lock does not keep it waiting (and it keeps no writer waiting)."""
+    with store._lock:  # e.g. dispatch in the middle of a write
+        done: list[str] = []
+        thread = threading.Thread(target=lambda: done.append(store.integrity_check()))
+        thread.start()
+        thread.join(10)
+    assert done == ["ok"]
+
+
+def test_maintenance_runs_on_its_own_thread_until_stopped(store, clock, log_dir):
+    m = maintenance(store, clock, log_dir)
+    m.start()
+    wait_for(lambda: store.get_schedule_state(STATE_NAME) is not None, 10, "a first tick")
+    names = [t.name for t in threading.enumerate()]
+    assert "maintenance" in names
+    m.stop()
+    assert "maintenance" not in [t.name for t in threading.enumerate()]

@@ -3,7 +3,9 @@ SPEC 7.1, argument validation (A4/A5), and reply shapes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -235,7 +237,61 @@ def test_huge_numbers_constants_and_duplicate_keys() -> None:
     err = fails(b'{"op": "ping", "op": "reset_state"}', ErrorCode.BAD_REQUEST)
     assert "duplicate" in err.message
     line = b'{"op": "fix_stuck", "args": {"minutes": 1e999}}'
-    assert "finite" in fails(line, ErrorCode.INVALID_ARGS).message
+    assert "finite" in fails(line, ErrorCode.BAD_REQUEST).message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"op": "ping", "id": 1e999}',
+        b'{"op": "ping", "id": -1e999}',
+        b'{"op": "ping", "id": [1, {"x": 1E+400}]}',
+        b'{"op": "get", "args": {"id": 1e999}}',
+        b'{"op": "submit", "args": {"source": "a", "params": {"n": 1e999}}}',
+        b'{"op": "ping", "id": 1.' + b"5" * 1000 + b"}",
+    ],
+)
+def test_k11_overflowing_numbers_are_bad_requests(line: bytes) -> None:
+    """A number that overflows to infinity, anywhere, is refused like NaN: no reply could
+    carry it (a reply echoing it failed to encode and dropped the connection)."""
+    fails(line, ErrorCode.BAD_REQUEST)
+
+
+def _seconds_per_check(line: bytes) -> float:
+    """The parser's cost for one line: the best of 5 batches, each at least 20 ms long."""
+    best = float("inf")
+    for _ in range(5):
+        runs, start = 0, time.perf_counter()
+        while True:
+            with contextlib.suppress(ProtocolError):
+                parse_request(line, OPS)
+            runs += 1
+            spent = time.perf_counter() - start
+            if spent >= 0.02:
+                break
+        best = min(best, spent / runs)
+    return best
+
+
+K10_LINES = {
+    "open string of escaped quotes": lambda n: b"[" * 40 + b'"' + b'\\"' * (n // 2),
+    "open string of backslashes": lambda n: b"[" * 40 + b'"' + b"\\" * n,
+    "deep nesting": lambda n: b"[" * n,
+    "nesting pairs": lambda n: b"[[" * (n // 4) + b"]]" * (n // 4),
+    "quotes and brackets": lambda n: b'["[' * (n // 3),
+    "unicode escapes": lambda n: b'{"id": "' + b"\\u0041" * (n // 6) + b'"}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(K10_LINES))
+def test_k10_the_parser_is_linear_in_the_line(kind: str) -> None:
+    """16 times the line costs about 16 times the time: a quadratic check would cost 256
+    times (the old nesting check on 40 `[` and an open string of `\\"`). The bound is
+    generous; the ratio, not an absolute time, is what is asserted."""
+    make = K10_LINES[kind]
+    small, large = make(2048), make(2048 * 16)
+    ratio = _seconds_per_check(large) / _seconds_per_check(small)
+    assert ratio < 64, f"{kind}: 16x the line took {ratio:.0f}x the time"
 
 
 def test_100k_keys() -> None:
@@ -425,3 +481,15 @@ def test_fuzz_bytes(line: bytes) -> None:
         parse_request(line, OPS)
     except ProtocolError as exc:
         assert exc.code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_ARGS)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+def test_escapes_across_the_depth_checks_steps_are_read_whole(shift: int) -> None:
+    """The depth check works in 64 KiB steps: a run of backslashes cut by a step boundary
+    still escapes what it escapes, so brackets inside the string never count as nesting."""
+    head = b'{"op": "ping", "id": "'
+    pad = b"x" * ((1 << 16) - len(head) - 3 + shift)
+    line = head + pad + b'\\\\\\\\\\"' + b"[" * 5000 + b'"}'  # 4 backslashes, then \"
+    assert parse_request(line, OPS).op == "ping"  # not refused as nesting
+    deep = b'{"op": "ping", "id": ["' + pad + b'\\\\", ' + b"[" * 40 + b"]" * 40 + b"]}"
+    assert "nesting" in fails(deep, ErrorCode.BAD_REQUEST).message

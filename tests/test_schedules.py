@@ -37,7 +37,9 @@ class FakePool:
         self.fail: SyncdError | None = None
         self.next_id = 100
 
-    def submit_for_schedule(self, schedule: Schedule) -> tuple[int, bool]:
+    def submit_for_schedule(
+        self, schedule: Schedule, last_fire: str | None = None
+    ) -> tuple[int, bool]:
         if self.fail is not None:
             raise self.fail
         self.fired.append(self.clock.now())
@@ -58,11 +60,12 @@ class StorePool:
         self.store = store
         self.cancelled: list[int] = []
 
-    def submit_for_schedule(self, s: Schedule) -> tuple[int, bool]:
+    def submit_for_schedule(self, s: Schedule, last_fire: str | None = None) -> tuple[int, bool]:
         new = NewTask(
             s.source, s.sync_type, s.sync_type, ["true"], dict(s.params), 5, f"schedule:{s.name}"
         )
-        task, coalesced = self.store.enqueue(new)
+        state = None if last_fire is None else (s.name, {"last_fire": last_fire})
+        [(task, coalesced)] = self.store.enqueue_many([(new, False)], schedule_state=state)
         return task.id, coalesced
 
     def active_task(self, s: Schedule) -> tuple[int, str] | None:
@@ -487,3 +490,62 @@ def test_describe_shape(store, pool, clock):
         "last_fire": iso(utc(2026, 1, 5, 12, 2)),
         "last_outcome": {"kind": "queued", "task_id": pool.next_id, "at": iso(clock.now())},
     }
+
+
+# -- a fire and its last_fire commit together; a busy loop is not downtime -----------------
+class Crash(BaseException):
+    """The process dies here (not an error anything may catch)."""
+
+
+def test_a_crash_right_after_a_fire_never_fires_its_slot_again(store, clock, monkeypatch):
+    """The task and the slot's last_fire are one transaction: a crash right after the
+    enqueue commit (before any separate state write) cannot leave the task queued and the
+    slot unfired, which the restart would fire again."""
+    pool = StorePool(store)
+    s = start(store, pool, clock, sched(overlap=Overlap.QUEUE))
+    clock.advance(90)  # the 12:02 slot is due
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise Crash
+
+    monkeypatch.setattr(store, "put_schedule_state", crash)
+    with pytest.raises(Crash):
+        s.tick()
+    monkeypatch.undo()
+    fired = [t for t in store.tasks_with_status(Status.QUEUED)]
+    assert [t.trigger for t in fired] == ["schedule:crm-contacts"]
+    state = store.get_schedule_state("crm-contacts")
+    assert state is not None and state["last_fire"] == iso(utc(2026, 1, 5, 12, 2))
+    store.transition(fired[0].id, Status.QUEUED, Status.RUNNING)  # no coalescing to hide it
+    s = start(store, pool, clock, sched(overlap=Overlap.QUEUE))  # the restart
+    s.tick()
+    assert len(store.tasks_with_status(Status.QUEUED)) == 0
+    assert len(store.tasks_with_status(Status.RUNNING)) == 1
+
+
+@pytest.mark.parametrize("busy", [100, 200, 330])
+def test_a_fire_late_only_because_the_loop_was_busy_is_not_missed(store, pool, clock, busy):
+    """Wall and monotonic time advance together (the loop was busy, e.g. 200 s on one
+    step): the slots that fell due meanwhile fire once, even with catch_up = false."""
+    s = start(store, pool, clock, sched(catch_up=False))
+    s.tick()  # 12:00:30, nothing due
+    clock.advance(busy)  # the next tick comes late: 12:02 (and maybe 12:04) is due
+    s.tick()
+    assert len(pool.fired) == 1, outcome(store)
+    assert outcome(store)["kind"] == "queued"
+    latest = latest_due(clock.now())
+    assert outcome(store)["slot"] == iso(latest)
+    clock.advance(120)
+    s.tick()
+    assert len(pool.fired) == 2  # and the next slot is normal
+
+
+def test_downtime_in_one_process_is_still_told_from_a_busy_loop(store, pool, clock):
+    """Only the monotonic clock tells a busy loop from a stopped one: a wall jump (or a
+    suspended machine) still counts as a catch-up, and catch_up = false misses it."""
+    s = start(store, pool, clock, sched(catch_up=False))
+    s.tick()
+    clock.set_wall(clock.now() + timedelta(seconds=200))  # the monotonic clock stood still
+    s.tick()
+    assert pool.fired == []
+    assert outcome(store)["kind"] == "missed"

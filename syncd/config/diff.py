@@ -1,11 +1,15 @@
-"""What a reload would change, by name: routes, sources, schedules and daemon settings."""
+"""What a reload would change, by name: routes, sources, schedules and daemon settings, and
+which changed settings a running daemon cannot take on (they wait for a restart)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from syncd.config.model import Config
+
+# Bound once at start: the socket is bound and the state dir locked and opened.
+RESTART_ONLY = ("socket", "socket_mode", "state_dir")
 
 
 def _items(cfg: Config) -> dict[str, Any]:
@@ -28,3 +32,15 @@ def diff_configs(old: Config, new: Config) -> dict[str, list[str]]:
         "removed": sorted(k for k in before if k not in after),
         "changed": sorted(k for k in after if k in before and after[k] != before[k]),
     }
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """The [daemon] keys whose new value only a restart can apply."""
+    return [k for k in RESTART_ONLY if getattr(old.daemon, k) != getattr(new.daemon, k)]
+
+
+def applicable(old: Config, new: Config) -> Config:
+    """`new` with the restart-only keys kept at their running values: the config a running
+    daemon can actually switch to (and report, e.g. in config_get)."""
+    kept = {k: getattr(old.daemon, k) for k in RESTART_ONLY}
+    return replace(new, daemon=replace(new.daemon, **kept))

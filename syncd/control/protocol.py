@@ -5,7 +5,7 @@ touches a socket; `server.py` feeds it lines and writes what it returns."""
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -21,10 +21,11 @@ MAX_DEPTH = 32
 MAX_ITEMS = 1000
 MAX_ID_BYTES = 256
 MAX_INT_DIGITS = 20  # beyond int64 nothing in syncd means anything
+MAX_FLOAT_CHARS = 64  # a double has 17 significant digits; more is padding or an attack
 FIELDS = frozenset({"v", "id", "op", "args", "via"})
 MAX_VIA = 200
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_DEPTH_CHUNK = 1 << 16  # bytes per step of the depth check: no step holds the GIL long
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = [0] * 256
 for _b in b"[{":
@@ -193,17 +194,47 @@ def encode(obj: Any) -> bytes:
 
 
 def _too_deep(raw: bytes) -> bool:
-    """Bracket depth outside strings, computed without recursion (json.loads would recurse)."""
+    """Bracket depth outside strings, computed without recursion (json.loads would recurse).
+
+    Linear, in steps of 64 KiB of plain bytes operations, so a hostile line never holds the
+    interpreter for long (a regular expression over strings left open was quadratic):
+    escaped backslashes and quotes are dropped, then the quotes left split strings from the
+    rest. A backslash run that ends a step carries its odd one into the next step."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_DEPTH
+    depth, in_string, carry = 0, False, b""
+    for start in range(0, len(raw), _DEPTH_CHUNK):
+        chunk = carry + raw[start : start + _DEPTH_CHUNK]
+        carry = b""
+        if (len(chunk) - len(chunk.rstrip(b"\\"))) % 2:
+            chunk, carry = chunk[:-1], b"\\"
+        parts = chunk.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+        outside = parts[1::2] if in_string else parts[::2]
+        if len(parts) % 2 == 0:  # an odd number of quotes: a string opens or closes
+            in_string = not in_string
+        brackets = b"".join(outside).translate(None, _NOT_BRACKET)
+        if brackets:
+            steps = list(accumulate(map(_DEPTH_STEP.__getitem__, brackets), initial=depth))
+            if max(steps) > MAX_DEPTH:
+                return True
+            depth = steps[-1]
+    return False
 
 
 def _parse_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise _Reject(f"integer with {len(text)} digits is too long")
     return int(text)
+
+
+def _parse_float(text: str) -> float:
+    """A finite double: `1e999` overflows to infinity, which no reply could encode."""
+    if len(text) > MAX_FLOAT_CHARS:
+        raise _Reject(f"number with {len(text)} characters is too long")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Reject(f"number {text} is out of range (not finite)")
+    return value
 
 
 def _parse_constant(name: str) -> Any:
@@ -233,6 +264,7 @@ def _load(line: bytes) -> Any:
         return json.loads(
             text,
             parse_int=_parse_int,
+            parse_float=_parse_float,
             parse_constant=_parse_constant,
             object_pairs_hook=_object,
         )

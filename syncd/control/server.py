@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 128
 SHUTDOWN_GRACE = 2.0  # for in-flight requests before their sockets are cut
+CUT_GRACE = 1.0  # then for every cut connection's thread to end (one deadline for all)
 BUSY_LOG_EVERY = 10.0
 MAX_UNIX_PATH = 107
 
@@ -48,6 +49,8 @@ class Server:
         authorizer: Authorizer,
         *,
         max_connections: int = 256,
+        max_per_user: int = 64,
+        reserved: int = 16,
         idle_timeout: float = 60.0,
         request_timeout: float = 10.0,
         max_line: int = 1 << 20,
@@ -62,6 +65,12 @@ class Server:
         self.ops = ops
         self.authorizer = authorizer
         self.max_connections = max_connections
+        # One user cannot hold every slot, and the last `reserved` ones are kept for root
+        # and the daemon's own user, so an operator always gets in (RELIABILITY K6, K12).
+        self.max_per_user = max_per_user
+        self.reserved = reserved
+        self.daemon_uid = os.getuid()
+        self._per_uid: dict[int, int] = {}
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.max_line = max_line
@@ -208,24 +217,41 @@ class Server:
             log.warning("no peer credentials on a new connection (%s); closed", exc)
             sock.close()
             return
+        uid = creds[1]
         with self._lock:
-            full = len(self._conns) >= self.max_connections
-            if not full:
+            refusal = self._refusal(uid)
+            if refusal is None:
                 self._next_conn += 1
                 conn = Connection(self, sock, creds, self._next_conn)
                 self._conns.add(conn)
-        if full:
-            self._refuse_busy(sock, creds[1])
+                self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+        if refusal is not None:
+            self._refuse_busy(sock, uid, refusal)
             return
         try:
             conn.start()
         except RuntimeError:
-            log.warning("cannot start a thread for a connection from uid %d; closed", creds[1])
+            log.warning("cannot start a thread for a connection from uid %d; closed", uid)
             self.forget(conn)
             conn.close()
 
-    def _refuse_busy(self, sock: socket.socket, uid: int) -> None:
-        message = f"too many connections (limit {self.max_connections}); try again shortly"
+    def _refusal(self, uid: int) -> str | None:
+        """Why a new connection from `uid` is refused, or None (caller holds the lock)."""
+        total = len(self._conns)
+        if uid in (0, self.daemon_uid):
+            if total >= self.max_connections:
+                return f"too many connections (limit {self.max_connections}); try again shortly"
+            return None
+        if total >= self.max_connections - self.reserved:
+            return f"too many connections (limit {self.max_connections}); try again shortly"
+        if self._per_uid.get(uid, 0) >= self.max_per_user:
+            return (
+                f"too many connections from uid {uid} (limit {self.max_per_user} per user);"
+                " close some and try again"
+            )
+        return None
+
+    def _refuse_busy(self, sock: socket.socket, uid: int, message: str) -> None:
         try:
             sock.setblocking(False)
             sock.send(encode(error_reply(None, ErrorCode.BUSY, message)))
@@ -236,17 +262,24 @@ class Server:
         now = time.monotonic()
         if now - self._busy_logged >= BUSY_LOG_EVERY:
             log.warning(
-                "connection limit %d reached: refused %d connection(s), the latest from uid %d",
-                self.max_connections,
+                "connection limit reached: refused %d connection(s), the latest from uid %d: %s",
                 self._busy_count,
                 uid,
+                message,
             )
             self._busy_logged = now
             self._busy_count = 0
 
     def forget(self, conn: Connection) -> None:
         with self._lock:
-            self._conns.discard(conn)
+            if conn in self._conns:
+                self._conns.discard(conn)
+                uid = conn.peer.uid
+                left = self._per_uid.get(uid, 0) - 1
+                if left > 0:
+                    self._per_uid[uid] = left
+                else:
+                    self._per_uid.pop(uid, None)
 
     # -- stop ---------------------------------------------------------------------------------
     def stop_accepting(self) -> None:
@@ -288,8 +321,12 @@ class Server:
         for conn in conns:
             if conn.alive():
                 conn.cut()
+        deadline = time.monotonic() + CUT_GRACE
         for conn in conns:
-            conn.join(1.0)
+            conn.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(conn.alive() for conn in conns)
+        if stuck:
+            log.warning("shutdown: %d connection thread(s) still busy; not waited for", stuck)
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:

@@ -375,6 +375,9 @@ def reload_text(r: Row, dry_run: bool) -> str:
     text = f"{head}: {changes_text(r.get('changes') or {})}"
     if r.get("affected_queued"):
         text += f"\nqueued tasks affected: {cell(r['affected_queued'])}"
+    if r.get("restart_required"):
+        keys = ", ".join(r["restart_required"])
+        text += f"\nnot applied, needs a restart: {keys}"
     return text
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from syncd.config.diff import diff_configs
+from syncd.config.diff import applicable, diff_configs, restart_required
 from syncd.config.load import load_config
 from syncd.config.model import Config, ConfigError, Schedule
 from syncd.config.routing import RouteTable
@@ -60,7 +60,9 @@ class SchedulePoolAdapter:
     def __init__(self, daemon: Daemon):
         self.d = daemon
 
-    def submit_for_schedule(self, schedule: Schedule) -> tuple[int, bool]:
+    def submit_for_schedule(
+        self, schedule: Schedule, last_fire: str | None = None
+    ) -> tuple[int, bool]:
         new = self.d.tasks.request(
             schedule.source,
             schedule.sync_type,
@@ -69,7 +71,8 @@ class SchedulePoolAdapter:
             trigger_schedule(schedule.name),
             "schedule",
         )
-        task, coalesced = self.d.tasks.submit(new)
+        state = None if last_fire is None else (schedule.name, {"last_fire": last_fire})
+        task, coalesced = self.d.tasks.submit(new, schedule_state=state)
         return task.id, coalesced
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None:
@@ -181,6 +184,7 @@ class Daemon:
         self.notifier.ready(self._status_line())
         self._loop_thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
         self._loop_thread.start()
+        self.maintenance.start()
 
     # -- recovery ---------------------------------------------------------------------------
     def _policy(self) -> reconcile.Policy:
@@ -223,7 +227,7 @@ class Daemon:
     def _loop(self) -> None:
         d = self.dispatcher
         mono = self.clock.monotonic
-        next_watchdog = next_monitor = next_maint = next_sample = mono()
+        next_watchdog = next_monitor = next_sample = mono()
         self._next_sched = mono()
         while not self._stop.is_set():
             try:
@@ -233,8 +237,6 @@ class Daemon:
                 if now >= self._next_sched:
                     self._next_sched = now + self.scheduler.tick()
                 d.tick()
-                if now >= next_maint:
-                    next_maint = now + self.maintenance.tick()
                 if now >= next_monitor:
                     self.monitor.tick()
                     next_monitor = now + self.dispatcher.settings.heartbeat_seconds
@@ -244,7 +246,7 @@ class Daemon:
                 if now >= next_watchdog:
                     self.notifier.watchdog(self._status_line())
                     next_watchdog = now + self.notifier.watchdog_interval
-                deadlines = [next_watchdog, self._next_sched, next_maint, next_sample]
+                deadlines = [next_watchdog, self._next_sched, next_sample]
                 if d.running:
                     deadlines.append(next_monitor)
                 nb = d.next_deadline()
@@ -284,6 +286,8 @@ class Daemon:
                     f"config {path} has {len(problems)} problem(s); the running config is kept",
                     {"problems": problems},
                 ) from None
+            pending = restart_required(self.config, new)
+            new = applicable(self.config, new)
             changes = diff_configs(self.config, new)
             routes = RouteTable.from_config(new)
             affected = [
@@ -291,7 +295,12 @@ class Daemon:
                 for t in self.store.tasks_with_status(Status.QUEUED)
                 if routes.route(t.source, t.route) is None
             ]
-            result = {"applied": not dry_run, "changes": changes, "affected_queued": affected}
+            result = {
+                "applied": not dry_run,
+                "changes": changes,
+                "affected_queued": affected,
+                "restart_required": pending,
+            }
             if dry_run:
                 return result
             self.config = new
@@ -300,12 +309,16 @@ class Daemon:
             self.maintenance.update(
                 prune_at=new.daemon.prune_at, history_days=new.daemon.history_days
             )
+            # Checked on each request: the new group's rights hold from the next one.
+            self.server.authorizer = Authorizer(new.daemon.control_group)
             self.poke_scheduler()
             log.info(
                 "config reloaded by %s: %s",
                 requested_by,
                 ", ".join(f"{k} {len(v)}" for k, v in changes.items()),
             )
+            for key in pending:
+                log.warning("reload: %s changed in the config; it takes effect at restart", key)
             return result
 
     # -- stop -------------------------------------------------------------------------------
@@ -319,6 +332,7 @@ class Daemon:
         self.events.close_all()
         self.server.shutdown()
         self._loop_thread.join(2)
+        self.maintenance.stop()
         self.store.close()
         os.close(self.lock_fd)
         log.info("stopped")

@@ -402,6 +402,7 @@ class Dispatcher:
         done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
         with self.cond:
             self.running.pop(task.id, None)
+            self.cond.notify_all()  # stop() waits for every end to be recorded
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)
         except Exception:
@@ -457,16 +458,28 @@ class Dispatcher:
                 self.cond.wait(PERSIST_RETRY_SECONDS)
 
     # -- shutdown ---------------------------------------------------------------------------
-    def stop(self, timeout: float) -> None:
-        """Stop dispatching, kill every running task and wait for their rows to be final."""
+    def stop(self, timeout: float) -> bool:
+        """Stop dispatching, kill every running task and wait until each one's end is
+        recorded (a task leaves `running` only after its final write), so the store can be
+        closed after the workers' last writes. Waits on the tasks, not on threads: a task
+        claimed by a finishing worker has no thread of its own yet. False on timeout."""
+        deadline = time.monotonic() + timeout
         with self.cond:
             self.stopping = True
             for rt in list(self.running.values()):
                 self._kill(rt, KILL_SHUTDOWN)
-            threads = [rt.thread for rt in self.running.values() if rt.thread is not None]
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while self.running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error(
+                        "stop: %d task(s) not recorded after %.0f s: %s (reconciled at next start)",
+                        len(self.running),
+                        timeout,
+                        ", ".join(map(str, sorted(self.running))),
+                    )
+                    return False
+                self.cond.wait(left)
+        return True
 
     # -- events -----------------------------------------------------------------------------
     def wake_for_queue(self) -> None:

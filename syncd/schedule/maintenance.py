@@ -1,6 +1,8 @@
-"""The built-in maintenance : prune old history and its logs, give the
-freed pages back, check the database. It is not a task: it needs no slot and runs on the
-daemon loop (at `prune_at`, cron in UTC) or on `syncctl prune`.
+"""The built-in maintenance: prune old history and its logs, give the
+freed pages back, check the database. It is not a task: it needs no slot and runs on a
+thread of its own (at `prune_at`, cron in UTC), never on the dispatch loop, or on `syncctl
+prune`. Each step stands alone: one that fails is logged and the others still run, and the
+slot is recorded as handled either way, so a restart does not redo it at once.
 
 Bookkeeping is a schedule's: the last handled `prune_at` slot is persisted as `last_fire` in
 the schedule_state row `@maintenance` (`@` cannot start a schedule name, and the scheduler's
@@ -13,9 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from syncd.core import paths
 from syncd.core.clock import Clock, iso, parse_iso
@@ -31,6 +35,7 @@ STATE_NAME = "@maintenance"
 KEEP_COMPLETED = 3  # per (source, route), whatever their age
 KEEP_FAILED = 1
 _UTC = timezone.utc
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,32 @@ class Maintenance:
         self._log_dir = Path(log_dir)
         self._lock = threading.RLock()
         self._last: datetime | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- its own thread --------------------------------------------------------------------
+    def start(self) -> None:
+        """Run `tick` on a thread of its own until stop(): a prune of a large history
+        never holds up dispatch, heartbeats or the watchdog ping."""
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread (a prune stops between two batches) and wait for it."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("maintenance still running after %.0f s at stop", timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wait = self.tick()
+            except Exception:  # e.g. the database is busy: look again shortly
+                log.exception("maintenance: tick failed")
+                wait = MAX_WAIT
+            self._stopping.wait(wait)
 
     def update(self, *, prune_at: str, history_days: float) -> None:
         """After a reload; the last handled slot is kept."""
@@ -95,15 +126,18 @@ class Maintenance:
                 keep_completed=KEEP_COMPLETED,
                 keep_failed=KEEP_FAILED,
                 dry_run=dry_run,
+                stop=self._stopping.is_set,
             )
             if dry_run:
                 would_free = sum(self._log_size(i) for i in ids)
                 log.info("prune (dry run): would delete %d tasks, %d kept", len(ids), kept)
                 return PruneResult(len(ids), kept, would_free, "not checked (dry run)", ids)
-            log_bytes = self._remove_logs(ids) + self._remove_orphaned_logs()
-            db_bytes = self._store.incremental_vacuum()
-            integrity = self._store.integrity_check()
-            if integrity != "ok":
+            log_bytes = self._step("log removal", lambda: self._remove_logs(ids, listed=True), 0)
+            log_bytes += self._step("orphaned log removal", self._remove_orphaned_logs, 0)
+            db_bytes = self._step("incremental vacuum", self._store.incremental_vacuum, 0)
+            checked = self._step("integrity check", self._store.integrity_check, None)
+            integrity = "not checked (the check failed)" if checked is None else checked
+            if checked is not None and checked != "ok":
                 log.error(
                     "DATABASE INTEGRITY CHECK FAILED for %s: %s -- stop syncd, back up the "
                     "file and restore or move it aside",
@@ -123,6 +157,14 @@ class Maintenance:
             return PruneResult(len(ids), kept, log_bytes + db_bytes, integrity, ids)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _step(self, what: str, run: Callable[[], T], failed: T) -> T:
+        """One step of a prune: a failure is logged and the next steps still run."""
+        try:
+            return run()
+        except Exception as exc:
+            log.error("maintenance: %s failed: %s", what, getattr(exc, "message", exc))
+            return failed
+
     def _last_run(self, now: datetime) -> datetime:
         if self._last is not None:
             return self._last
@@ -150,8 +192,17 @@ class Maintenance:
         except OSError:
             return 0
 
-    def _remove_logs(self, ids: list[int]) -> int:
-        """Unlink the deleted tasks' logs (missing ones are fine); bytes freed."""
+    def _remove_logs(self, ids: list[int], *, listed: bool = False) -> int:
+        """Unlink the deleted tasks' logs (missing ones are fine); bytes freed. `listed`:
+        read the log directory once and touch only the ids found there, not a handful of
+        system calls for each of 200,000 ids whose logs are long gone."""
+        if listed:
+            try:
+                names = os.listdir(self._log_dir)
+            except OSError:
+                names = []
+            present = {i for i in map(paths.log_task_id, names) if i is not None}
+            ids = [i for i in ids if i in present]
         # remove_log also takes the tail segments a crash may have left behind.
         return sum(remove_log(self._log_path(task_id)) for task_id in ids)
 

@@ -8,8 +8,11 @@ Rules:
 * `last_fire` (persisted, UTC) is the cron SLOT last handled, not the wall time of handling.
   The due slots are those in (last_fire, now]. A backwards wall-clock jump therefore fires
   nothing until the clock passes last_fire again: no slot ever fires twice.
-* Exactly one due slot at most 90 s late is a normal fire. Anything else (several due slots,
-  or one slot later than 90 s: downtime, or a forward jump) is a catch-up: with
+* Exactly one due slot at most 90 s late is a normal fire. So are the slots that fell due
+  since the previous tick of this process while wall and monotonic time advanced together
+  (the loop was only busy): the latest of them fires once, whatever `catch_up` says.
+  Anything else (several due slots or one later than 90 s after downtime, a forward jump,
+  a resumed pause) is a catch-up: with
   `catch_up = true` it fires ONCE, for the latest due slot; with `false` nothing is queued
   and a `missed` outcome says why. Either way last_fire becomes the latest due slot, so the
   next slot is normal. Counting stops at 2 and the latest slot is found by searching back
@@ -57,7 +60,11 @@ RESERVED_PREFIX = "@"
 
 
 class SchedulePool(Protocol):
-    def submit_for_schedule(self, schedule: Schedule) -> tuple[int, bool]: ...
+    def submit_for_schedule(
+        self, schedule: Schedule, last_fire: str | None = None
+    ) -> tuple[int, bool]:
+        """Queue the schedule's task; `last_fire` (the slot) commits in the same
+        transaction, so a crash can never keep the task and lose the slot."""
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None: ...
 
@@ -170,6 +177,7 @@ class Scheduler:
         self._lock = threading.RLock()
         self._entries = {s.name: _compile(s) for s in schedules}
         self._states: dict[str, _State] = {}
+        self._last_tick: tuple[datetime, float] | None = None  # (wall, monotonic)
 
     # -- configuration ---------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -220,10 +228,11 @@ class Scheduler:
         """Fire every due schedule; seconds until the next due fire (at most MAX_WAIT)."""
         with self._lock:
             now = self._clock.now()
+            steady_since = self._steady_since(now)
             wait = MAX_WAIT
             for entry in list(self._entries.values()):
                 try:
-                    upcoming = self._tick_one(entry, now)
+                    upcoming = self._tick_one(entry, now, steady_since)
                 except Exception:
                     log.exception("schedule %s: tick failed", entry.schedule.name)
                     continue
@@ -231,7 +240,19 @@ class Scheduler:
                     wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
             return wait
 
-    def _tick_one(self, entry: _Entry, now: datetime) -> datetime | None:
+    def _steady_since(self, now: datetime) -> datetime | None:
+        """The previous tick's wall time if both clocks advanced alike since (the loop was
+        busy or asleep on purpose, not down, and the wall clock did not jump); else None."""
+        mono = self._clock.monotonic()
+        last, self._last_tick = self._last_tick, (now, mono)
+        if last is None:
+            return None
+        drift = (now - last[0]).total_seconds() - (mono - last[1])
+        return last[0] if abs(drift) <= LATE_TOLERANCE.total_seconds() else None
+
+    def _tick_one(
+        self, entry: _Entry, now: datetime, steady_since: datetime | None = None
+    ) -> datetime | None:
         s = entry.schedule
         state = self._states.setdefault(s.name, _State())
         if entry.expr is None or entry.tz is None or state.paused:
@@ -240,6 +261,13 @@ class Scheduler:
             state.last_fire = now
             self._persist(s.name, last_fire=iso(now))
         pending = due_slot(entry.expr, entry.tz, state.last_fire, now)
+        if (
+            pending is not None
+            and pending.catch_up
+            and steady_since is not None
+            and entry.expr.next_after(state.last_fire, entry.tz) > steady_since
+        ):  # every due slot came after the last tick of a running loop: late, not missed
+            pending = Due(pending.slot, False)
         if pending is not None:
             if not s.enabled:
                 state.last_fire = pending.slot
@@ -268,7 +296,7 @@ class Scheduler:
             outcome = Outcome("missed", None, at, slot_text, reason=late_by)
         else:
             try:
-                kind, task_id, reason = self._submit(s)
+                kind, task_id, reason = self._submit(s, slot_text)
                 outcome = Outcome(kind, task_id, at, slot_text, reason=reason)
             except SyncdError as exc:
                 failure = exc
@@ -281,7 +309,7 @@ class Scheduler:
         self._record(s, outcome, slot)
         return outcome, failure
 
-    def _submit(self, s: Schedule) -> tuple[str, int | None, str | None]:
+    def _submit(self, s: Schedule, slot: str | None) -> tuple[str, int | None, str | None]:
         reason = None
         if s.overlap is Overlap.SKIP:
             active = self._pool.active_task(s)
@@ -292,7 +320,7 @@ class Scheduler:
             if active is not None and active[1] == "running":
                 self._pool.cancel_task(active[0])
                 reason = f"replaced running task {active[0]}"
-        task_id, coalesced = self._pool.submit_for_schedule(s)
+        task_id, coalesced = self._pool.submit_for_schedule(s, slot)
         return ("coalesced" if coalesced else "queued"), task_id, reason
 
     def _record(self, s: Schedule, outcome: Outcome, slot: datetime | None) -> None:

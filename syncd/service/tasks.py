@@ -53,13 +53,25 @@ class TaskService:
             requested_by=requested_by,
         )
 
-    def submit(self, new: NewTask, *, allow_duplicate: bool = False) -> tuple[Task, bool]:
-        return self.submit_group([(new, allow_duplicate)])[0]
+    def submit(
+        self,
+        new: NewTask,
+        *,
+        allow_duplicate: bool = False,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> tuple[Task, bool]:
+        """One submit; `schedule_state` is a schedule's state committed with its fire."""
+        return self.submit_group([(new, allow_duplicate)], schedule_state=schedule_state)[0]
 
-    def submit_group(self, items: list[Submission]) -> list[tuple[Task, bool]]:
+    def submit_group(
+        self,
+        items: list[Submission],
+        *,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[tuple[Task, bool]]:
         """Submits committed together (pipelined on one connection), each logged and
         announced as its own."""
-        results = self.store.enqueue_many(items)
+        results = self.store.enqueue_many(items, schedule_state=schedule_state)
         try:
             for (new, _), (task, coalesced) in zip(items, results, strict=True):
                 what = "coalesced" if coalesced else "queued"
@@ -102,11 +114,20 @@ class TaskService:
         skipped = []
         for task_id in wanted:
             if task_id not in killed and task_id not in done:
-                current = tasks[task_id] if task_id not in done else None
-                current = self.store.get(task_id) or current
-                status = current.status.value if current else None
-                skipped.append({"id": task_id, "status": status})
+                skipped.append({"id": task_id, "status": self._status_now(tasks[task_id])})
         return cancelled, skipped
+
+    def _status_now(self, before: Task | None) -> str | None:
+        """A skipped task's status, read again after the commit; best effort: a failed read
+        (a busy database) answers with the status read before, never with an error."""
+        if before is None:
+            return None
+        try:
+            current = self.store.get(before.id) or before
+        except Exception as exc:
+            log.warning("task %d: status not re-read after a cancel: %s", before.id, exc)
+            current = before
+        return current.status.value
 
     def cancel_one(self, task_id: int) -> bool:
         """Cancel a queued task at once, or kill a running one."""

@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +18,16 @@ from syncd.core.clock import Clock, SystemClock
 from syncd.core.errors import StoreError, StoreUnusable
 from syncd.core.models import ErrorCode, Task
 from syncd.store import migrations
-from syncd.store.rows import MAX_ID, SELECT, chunks, marks, prune_plan, row_task, store_error
+from syncd.store.rows import (
+    FINISHED,
+    MAX_ID,
+    SELECT,
+    chunks,
+    marks,
+    prune_plan,
+    row_task,
+    store_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,8 @@ _ACCESS_HINT = "make the file and its directory writable by the user syncd runs 
 _SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
 _S = TypeVar("_S", bound="StoreBase")
 _SHORTEN_AFTER_MS = 50  # a wait for the store lock longer than this comes off busy_timeout
+PRUNE_BATCH = 1000  # rows deleted per transaction: the store lock is held for one batch only
+VACUUM_STEP = 256  # free pages given back per transaction
 
 
 class StoreBase:
@@ -204,22 +215,8 @@ class StoreBase:
 
     def put_schedule_state(self, name: str, **fields: Any) -> None:
         """Upsert: only the given fields change."""
-        unknown = set(fields) - set(_SCHEDULE_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown schedule state fields {sorted(unknown)}")
-        if "last_outcome" in fields and fields["last_outcome"] is not None:
-            fields["last_outcome"] = json.dumps(fields["last_outcome"], sort_keys=True)
-        if "paused" in fields:
-            fields["paused"] = int(bool(fields["paused"]))
-        names = ["name", *fields]
-        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
-        conflict = f"DO UPDATE SET {updates}" if fields else "DO NOTHING"
         with self._write("schedule_state") as conn:
-            conn.execute(
-                f"INSERT INTO schedule_state ({', '.join(names)}) VALUES ({marks(len(names))})"
-                f" ON CONFLICT (name) {conflict}",
-                (name, *fields.values()),
-            )
+            put_schedule_state_in(conn, name, fields)
 
     def delete_schedule_state(self, name: str) -> None:
         with self._write("schedule_state") as conn:
@@ -236,41 +233,114 @@ class StoreBase:
         keep_completed: int = 3,
         keep_failed: int = 1,
         dry_run: bool = False,
+        stop: Callable[[], bool] | None = None,
     ) -> tuple[list[int], int]:
         """Delete finished tasks older than `older_than`, keeping the newest completed and
-        failed ones of every (source, route); returns (deleted ids, kept by those floors)."""
+        failed ones of every (source, route); returns (deleted ids, kept by those floors).
+
+        The plan is read on a connection of its own (no store lock), the rows go in batches
+        of PRUNE_BATCH, each its own transaction: dispatch and submits wait for one batch at
+        most, however large the history. `stop()` true ends it between batches."""
+        with self._read_only() as ro:
+            ids, kept = prune_plan(ro, older_than, keep_completed, keep_failed)
         if dry_run:
-            with self._lock:
-                return prune_plan(self._conn, older_than, keep_completed, keep_failed)
-        with self._write("prune") as conn:
-            ids, kept = prune_plan(conn, older_than, keep_completed, keep_failed)
-            for chunk in chunks(ids):
-                conn.execute(f"DELETE FROM tasks WHERE id IN ({marks(len(chunk))})", chunk)
-        log.info("store %s: pruned %d finished tasks, %d kept as floor", self.path, len(ids), kept)
-        return ids, kept
+            return ids, kept
+        deleted: list[int] = []
+        for start in range(0, len(ids), PRUNE_BATCH):
+            if stop is not None and stop():
+                log.info("store %s: prune stopped after %d rows", self.path, len(deleted))
+                break
+            batch = ids[start : start + PRUNE_BATCH]
+            with self._write("prune") as conn:
+                for chunk in chunks(batch):
+                    conn.execute(
+                        f"DELETE FROM tasks WHERE id IN ({marks(len(chunk))}) AND {FINISHED}",
+                        chunk,
+                    )
+            deleted += batch
+        log.info(
+            "store %s: pruned %d finished tasks, %d kept as floor", self.path, len(deleted), kept
+        )
+        return deleted, kept
 
     def incremental_vacuum(self) -> int:
-        """Give free pages back to the file system; returns the bytes freed."""
-        with self._lock:
-            try:
-                conn = self._conn
-                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-                # executescript steps the pragma to the end; execute() frees one page only
-                conn.executescript("PRAGMA incremental_vacuum;")
-                after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            except sqlite3.Error as exc:
-                mapped = store_error(exc, "incremental_vacuum")
-                if mapped is not None:
-                    raise mapped from exc
-                raise
-        return (before - after) * page_size
+        """Give free pages back to the file system, VACUUM_STEP pages per transaction so no
+        one waits for all of them; returns the bytes freed."""
+        freed = 0
+        while True:
+            with self._lock:
+                try:
+                    conn = self._conn
+                    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                    before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                    if before == 0:
+                        return freed
+                    # executescript steps the pragma to the end; execute() frees one page only
+                    conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
+                    after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                except sqlite3.Error as exc:
+                    mapped = store_error(exc, "incremental_vacuum")
+                    if mapped is not None:
+                        raise mapped from exc
+                    raise
+            freed += (before - after) * page_size
+            if after >= before:  # nothing more can go (e.g. auto_vacuum is off)
+                return freed
 
     def integrity_check(self) -> str:
-        return "\n".join(r[0] for r in self._read("PRAGMA integrity_check"))
+        """PRAGMA integrity_check on a read-only connection of its own: it reads the whole
+        file, and must not hold the store lock (dispatch, submits) while it does."""
+        try:
+            with self._read_only() as ro:
+                return "\n".join(r[0] for r in ro.execute("PRAGMA integrity_check"))
+        except sqlite3.Error as exc:
+            mapped = store_error(exc, "integrity_check")
+            if mapped is not None:
+                raise mapped from exc
+            raise
+
+    @contextmanager
+    def _read_only(self) -> Iterator[sqlite3.Connection]:
+        """A separate read-only connection (WAL: it reads a snapshot while writes go on)."""
+        conn = sqlite3.connect(
+            f"{Path(self.path).resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=self._busy_ms / 1000,
+            check_same_thread=False,
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def quick_check(self) -> str:
         return "\n".join(r[0] for r in self._read("PRAGMA quick_check"))
+
+
+def _schedule_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Schedule state fields as stored (JSON outcome, 0/1 paused); unknown ones refused."""
+    unknown = set(fields) - set(_SCHEDULE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown schedule state fields {sorted(unknown)}")
+    out = dict(fields)
+    if out.get("last_outcome") is not None:
+        out["last_outcome"] = json.dumps(out["last_outcome"], sort_keys=True)
+    if "paused" in out:
+        out["paused"] = int(bool(out["paused"]))
+    return out
+
+
+def put_schedule_state_in(conn: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
+    """Upsert a schedule's state inside the caller's transaction; only `fields` change."""
+    fields = _schedule_fields(fields)
+    names = ["name", *fields]
+    updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+    conflict = f"DO UPDATE SET {updates}" if fields else "DO NOTHING"
+    conn.execute(
+        f"INSERT INTO schedule_state ({', '.join(names)}) VALUES ({marks(len(names))})"
+        f" ON CONFLICT (name) {conflict}",
+        (name, *fields.values()),
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

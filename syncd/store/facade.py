@@ -17,6 +17,7 @@ from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
+from syncd.store.db import put_schedule_state_in
 from syncd.store.enqueue import Batch
 from syncd.store.listing import list_groups, rank
 from syncd.store.requests import Ending, Pick
@@ -54,12 +55,21 @@ class Store(Successes):
         params): that one keeps the more urgent priority and the earlier not_before."""
         return self.enqueue_many([(new, allow_duplicate)])[0]
 
-    def enqueue_many(self, items: list[tuple[NewTask, bool]]) -> list[tuple[Task, bool]]:
-        """(new, allow_duplicate) pairs in one transaction; items coalesce with each other."""
+    def enqueue_many(
+        self,
+        items: list[tuple[NewTask, bool]],
+        *,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[tuple[Task, bool]]:
+        """(new, allow_duplicate) pairs in one transaction; items coalesce with each other.
+        `schedule_state` (name, fields): a schedule's fire commits with its state, so a
+        crash cannot keep the task and lose the slot's `last_fire` (it would fire again)."""
         if not items:
             return []
         with self._write("enqueue") as conn:
             results = Batch(conn, iso(self._clock.now()) or "").add(items)
+            if schedule_state is not None:
+                put_schedule_state_in(conn, *schedule_state)
         failpoint("enqueue_after_commit")
         return results
 

@@ -1,0 +1,48 @@
+"""A dispatcher on a real store with real children and no daemon around it, and a manual
+submit through the one submit path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from syncd.config.load import loads_config
+from syncd.config.routing import RouteTable
+from syncd.core.clock import SystemClock
+from syncd.core.events import EventBus
+from syncd.core.models import Task
+from syncd.pool.dispatcher import Dispatcher
+from syncd.service.tasks import TaskService
+from syncd.store.facade import Store
+from tests.helpers.procs import wait_until
+
+__all__ = ["make", "submit", "wait_until"]
+
+
+def make(tmp_path: Path) -> Dispatcher:
+    text = f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+socket = "{tmp_path / "s.sock"}"
+[defaults]
+allowed_params = []
+[sources.src.routes]
+ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
+"""
+    cfg = loads_config(text, base_dir=tmp_path, env={"PATH": os.environ["PATH"]})
+    store = Store.open(cfg.daemon.state_dir / "syncd.db")
+    return Dispatcher(
+        store=store,
+        routes=RouteTable.from_config(cfg),
+        settings=cfg.daemon,
+        clock=SystemClock(),
+        events=EventBus(),
+    )
+
+
+def submit(d: Dispatcher, sync_type: str, allow_duplicate: bool = False) -> tuple[Task, bool]:
+    """A manual submit through the one submit path."""
+    service = TaskService(d.store, d, d.clock)
+    new = service.request("src", sync_type, None, None, "manual", "test")
+    return service.submit(new, allow_duplicate=allow_duplicate)
