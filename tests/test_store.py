@@ -123,6 +123,7 @@ def test_enqueue_get_round_trip_every_field(store: Store, clock: FakeClock) -> N
     assert got.to_dict() == expected
     assert got.internal == {
         "queue_order": task.id, "lost_count": 1, "proc_starttime": None, "boot_id": None,
+        "cancel_requested": 0,
     }  # fmt: skip
     assert task.internal == got.internal
     # canonical params: sorted keys, no spaces
@@ -150,6 +151,7 @@ def test_enqueue_get_round_trip_every_field(store: Store, clock: FakeClock) -> N
     }  # fmt: skip
     assert done.internal == {
         "queue_order": task.id, "lost_count": 1, "proc_starttime": 987654, "boot_id": "b00t",
+        "cancel_requested": 0,
     }  # fmt: skip
     assert store.get(task.id) == done
     assert store.get(task.id + 1000) is None

@@ -25,6 +25,7 @@ from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import NewTask, Status, Task, trigger_follow_up
+from syncd.pool.procs import STORE_ID_VAR
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
@@ -101,6 +102,7 @@ class Dispatcher:
         # set_max_workers changes it (a SQLite read per tick was a measurable share of one).
         override = store.get_setting("max_workers")
         self._max_workers_override = int(override) if override else None
+        self.store_id = store.store_id()  # in every child's environment (reconcile finds it)
         self.log_dir = paths.log_dir(settings.state_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -315,6 +317,7 @@ class Dispatcher:
                     "SYNCD_SOURCE": task.source,
                     "SYNCD_SYNC_TYPE": task.sync_type,
                     "SYNCD_ATTEMPT": str(task.attempt),
+                    STORE_ID_VAR: self.store_id,
                 },
             )
             child = Child.start(

@@ -14,6 +14,7 @@ from typing import Any
 
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
+from syncd.core.failpoints import failpoint
 from syncd.core.models import ErrorCode, NewTask, Task
 from syncd.pool.dispatcher import KILL_CANCEL, Dispatcher
 from syncd.store.facade import Store
@@ -96,7 +97,7 @@ class TaskService:
         # The queued ones are cancelled in one transaction, however many there are.
         with self.pool.cond:
             wanted = list(dict.fromkeys(ids))
-            killed = {i for i in wanted if self.pool.kill(i, KILL_CANCEL)}
+            killed = set(self._kill_running(wanted))
             done = {t.id for t in self._cancel_queued([i for i in wanted if i not in killed])}
         cancelled = [i for i in wanted if i in killed or i in done]
         skipped = []
@@ -111,7 +112,7 @@ class TaskService:
     def cancel_one(self, task_id: int) -> bool:
         """Cancel a queued task at once, or kill a running one."""
         with self.pool.cond:
-            if self.pool.kill(task_id, KILL_CANCEL):
+            if self._kill_running([task_id]):
                 return True
         return bool(self._cancel_queued([task_id]))
 
@@ -125,9 +126,19 @@ class TaskService:
         killed: list[int] = []
         if force:
             with self.pool.cond:
-                running = list(self.pool.running)
-                killed = [i for i in running if self.pool.kill(i, KILL_CANCEL)]
+                killed = self._kill_running(list(self.pool.running))
         return done, killed
+
+    def _kill_running(self, ids: list[int]) -> list[int]:
+        """Kill those of `ids` the pool is running (caller holds the pool's condition); the
+        cancel is committed first, so a crash before their end is recorded cannot requeue
+        them (reconcile ends them `cancelled`). Returns the ids killed."""
+        running = [i for i in ids if i in self.pool.running]
+        if not running:
+            return []
+        self.store.request_cancel(running)
+        failpoint("cancel_after_persist")
+        return [i for i in running if self.pool.kill(i, KILL_CANCEL)]
 
     def set_priority(self, task_id: int, priority: int) -> Task:
         task = self.store.set_priority(task_id, priority)

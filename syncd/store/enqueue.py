@@ -147,6 +147,7 @@ class Batch:
                 "lost_count": new.lost_count,
                 "proc_starttime": None,
                 "boot_id": None,
+                "cancel_requested": 0,
             },
         )
         key = tuple(task.argv)

@@ -14,8 +14,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from syncd.core.clock import iso, parse_iso
-from syncd.core.errors import SyncdError
-from syncd.core.failpoints import failpoint
+from syncd.core.errors import StoreError, SyncdError
+from syncd.core.failpoints import failpoint, injected_error
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
 from syncd.store.db import StoreBase
 from syncd.store.enqueue import Batch
@@ -116,6 +116,8 @@ class Store(StoreBase):
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
+        if injected_error("set_running_fields"):  # crash tests: the pid write fails
+            raise StoreError(ErrorCode.STORAGE_ERROR, "database error (update): injected")
         with self._write("update", this_boot_only=True) as conn:
             cur = conn.execute(
                 f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
@@ -200,6 +202,21 @@ class Store(StoreBase):
                 ).fetchall()
                 done.update((task.id, task) for task in map(row_task, rows))
         return [done[i] for i in dict.fromkeys(ids) if i in done]
+
+    def request_cancel(self, ids: Collection[int]) -> list[int]:
+        """Mark running tasks as cancelled by request, committed before the kill is sent
+        or acknowledged: a daemon that dies before their end is recorded ends them
+        `cancelled` at the next start, never requeued. Returns the ids marked."""
+        marked: list[int] = []
+        with self._write("cancel") as conn:
+            for chunk in chunks(list(ids)):
+                rows = conn.execute(
+                    f"UPDATE tasks SET cancel_requested = 1"
+                    f" WHERE status = 'running' AND id IN ({marks(len(chunk))}) RETURNING id",
+                    tuple(chunk),
+                ).fetchall()
+                marked += [row[0] for row in rows]
+        return marked
 
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""

@@ -106,7 +106,13 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """A cancel of a running task is persisted before it is acknowledged, so a restart that
+    finds the row still `running` ends it `cancelled` instead of requeueing it."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 LATEST = len(MIGRATIONS)
 
 
