@@ -245,3 +245,67 @@ def test_terminate_is_not_blocked_by_a_supervisor_waiting_for_its_child(
     finally:
         if not child.exited:
             os.kill(child.pid, 9)
+
+
+# -- item 14: bulk cancels commit in batches; submits get in between ------------------------
+def seed(d: Dispatcher, n: int) -> list[int]:
+    service = TaskService(d.store, d, d.clock)
+    new = service.request("src", "ok", None, None, "manual", "test")
+    results = d.store.enqueue_many([(new, True)] * n)
+    return [t.id for t, _ in results]
+
+
+@pytest.mark.parametrize("how", ["cancel", "clear_queue", "reset"])
+def test_a_bulk_cancel_commits_in_batches_and_a_submit_gets_in_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr("syncd.service.tasks.BULK_BATCH", 500, raising=False)
+    d = make(tmp_path)
+    ids = seed(d, 3000)
+    service = TaskService(d.store, d, d.clock)
+    d.events = EventBus(max_bytes=1 << 30)
+    sub = d.events.subscribe(["task"])  # a watcher: every cancelled task is announced
+    commits: list[tuple[str, int]] = []
+    submitted: list[int] = []
+
+    def submit_now() -> None:  # another client, while the bulk cancel is under way
+        new = service.request("src", "ok", {}, 1, "manual", "other")
+        submitted.append(service.submit(new, allow_duplicate=True)[0].id)
+        commits.append(("submit", 1))
+
+    def recorded(real: Any, count: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            commits.append(("cancel", count(result)))
+            if len(commits) == 1:  # after the first cancel commit, a submit must get in
+                t = threading.Thread(target=submit_now)
+                t.start()
+                t.join(DEADLINE)
+                assert submitted, "a submit waited for the whole bulk cancel"
+            return result
+
+        return call
+
+    monkeypatch.setattr(d.store, "cancel_queued", recorded(d.store.cancel_queued, len))
+    if hasattr(d.store, "cancel_queued_page"):
+        page = recorded(d.store.cancel_queued_page, len)
+        monkeypatch.setattr(d.store, "cancel_queued_page", page)
+    if how == "cancel":
+        cancelled, skipped = service.cancel(ids)
+        assert len(cancelled) == 3000 and skipped == []
+    elif how == "clear_queue":
+        service.clear_queue()
+    else:
+        service.reset(force=False)
+    kinds = [kind for kind, _ in commits]
+    assert "submit" in kinds and "cancel" in kinds[kinds.index("submit") + 1 :]
+    assert max(n for kind, n in commits if kind == "cancel") <= 500
+    assert sum(n for kind, n in commits if kind == "cancel") == 3000
+    assert d.store.counts()["queued"] == 1  # the submit that got in is left alone
+    (task,) = d.store.tasks_with_status(Status.QUEUED)
+    assert task.id == submitted[0]
+    announced = set()
+    while (event := sub.get(0)) is not None:
+        if event["status"] == "cancelled":
+            announced.add(event["task"]["id"])
+    assert announced == set(ids)

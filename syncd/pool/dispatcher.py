@@ -489,9 +489,9 @@ class Dispatcher:
         if not self.paused:
             self.wake()
 
-    def announce_task(self, task: Task, *, wake: bool = True) -> None:
-        """Publish a task's new state (and the pool's counts). Best effort: it runs after a
-        commit, so a failure here is logged, never raised into the caller of that commit."""
+    def announce_task(self, task: Task, *, wake: bool = True, pool: bool = True) -> None:
+        """Publish a task's new state (and, with `pool`, the pool's counts). Best effort: it
+        runs after a commit, so a failure here is logged, never raised into its caller."""
         try:
             if self.events.subscriber_count:  # nobody watching: build no event at all
                 self.events.publish(
@@ -504,7 +504,10 @@ class Dispatcher:
                 )
         except Exception:
             log.exception("publishing the event of task %d failed", task.id)
-        self.announce_pool(wake=wake)
+        if pool:
+            self.announce_pool(wake=wake)
+        elif wake:
+            self.wake()
 
     def announce_pool(self, *, wake: bool = False) -> None:
         self._changed("pool", wake=wake)

@@ -203,6 +203,31 @@ class Store(StoreBase):
                 done.update((task.id, task) for task in map(row_task, rows))
         return [done[i] for i in dict.fromkeys(ids) if i in done]
 
+    def cancel_queued_page(
+        self, *, finished_at: str, limit: int, up_to_id: int, source: str | None = None
+    ) -> list[int]:
+        """Cancel up to `limit` queued tasks (of `source`; ids up to `up_to_id`, so work
+        queued meanwhile is left alone) in one short transaction: a bulk cancel is a loop of
+        these, and other writers get the lock between them. Returns the ids cancelled."""
+        where, params = "status = 'queued' AND id <= ?", list[Any]([up_to_id])
+        if source is not None:
+            where, params = where + " AND source = ?", [*params, source]
+        with self._write("cancel") as conn:
+            found = conn.execute(
+                f"UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id IN ("
+                f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where} LIMIT ?)"
+                f" AND status = 'queued' RETURNING id",
+                (finished_at, *params, limit),
+            ).fetchall()
+        return [row[0] for row in found]
+
+    def tasks_by_id(self, ids: Sequence[int]) -> list[Task]:
+        """The tasks with these ids (missing ones left out), in id order."""
+        out: list[Task] = []
+        for chunk in chunks(list(ids)):
+            out += self._tasks(f"id IN ({marks(len(chunk))})", chunk, "ORDER BY id")
+        return out
+
     def request_cancel(self, ids: Collection[int]) -> list[int]:
         """Mark running tasks as cancelled by request, committed before the kill is sent
         or acknowledged: a daemon that dies before their end is recorded ends them
