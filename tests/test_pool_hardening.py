@@ -309,3 +309,50 @@ def test_a_bulk_cancel_commits_in_batches_and_a_submit_gets_in_between(
         if event["status"] == "cancelled":
             announced.add(event["task"]["id"])
     assert announced == set(ids)
+
+
+# -- item 11 (part): a failing dispatch does not starve the heartbeat ----------------------
+class _Every:
+    """A loop part that wants to run again in `seconds` and counts its runs."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds, self.runs = seconds, 0
+        self.watchdog_interval = seconds
+
+    def tick(self) -> float:
+        self.runs += 1
+        return self.seconds
+
+    def watchdog(self, status: str) -> None:
+        self.runs += 1
+
+
+def test_a_dispatch_that_keeps_failing_does_not_stop_heartbeats_or_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store is busy for dispatch (a long write elsewhere), running tasks must
+    still get their heartbeat (and so their progress line written) and systemd its ping."""
+    from syncd.core.errors import StoreError
+    from syncd.core.models import ErrorCode
+    from syncd.daemon.app import Daemon
+
+    d = make(tmp_path, heartbeat_seconds=0.2)
+
+    def busy() -> list[int]:
+        raise StoreError(ErrorCode.BUSY, "database is busy, try again (read)")
+
+    monkeypatch.setattr(d, "tick", busy)
+    daemon = Daemon.__new__(Daemon)  # only what the loop uses
+    monitor, notifier = _Every(), _Every()
+    daemon.dispatcher, daemon.store, daemon.clock = d, d.store, d.clock
+    daemon.monitor, daemon.notifier = monitor, notifier  # type: ignore[assignment]
+    daemon.scheduler = daemon.maintenance = _Every()  # type: ignore[assignment]
+    daemon._stop = threading.Event()
+    loop = threading.Thread(target=daemon._loop, daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: monitor.runs >= 2 and notifier.runs >= 1, "heartbeats while busy")
+    finally:
+        daemon._stop.set()
+        d.wake()
+        loop.join(DEADLINE)

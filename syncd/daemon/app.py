@@ -199,8 +199,16 @@ class Daemon:
         next_watchdog = next_monitor = next_maint = mono()
         self._next_sched = mono()
         while not self._stop.is_set():
-            try:
+            retry: float | None = None
+            try:  # a failing dispatch must not starve heartbeats, schedules or the watchdog
                 d.tick()
+            except SyncdError as exc:  # e.g. the database is busy or full: try again shortly
+                log.warning("dispatch loop: %s", exc.message)
+                retry = 1.0
+            except Exception:
+                log.exception("dispatch loop error")
+                retry = 1.0
+            try:
                 now = mono()
                 if now >= self._next_sched:
                     self._next_sched = now + self.scheduler.tick()
@@ -219,6 +227,8 @@ class Daemon:
                 if nb is not None:
                     deadlines.append(now + nb)
                 timeout = max(0.0, min(deadlines) - mono())
+                if retry is not None:
+                    timeout = min(timeout, retry)
             except SyncdError as exc:  # e.g. the database is busy or full: try again shortly
                 log.warning("dispatch loop: %s", exc.message)
                 timeout = 1.0
