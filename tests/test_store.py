@@ -112,6 +112,7 @@ def test_enqueue_get_round_trip_every_field(store: Store, clock: FakeClock) -> N
     assert got.internal == {
         "queue_order": task.id, "lost_count": 1, "proc_starttime": None, "boot_id": None,
         "argv_template": None,
+        "cancel_requested": 0,
     }  # fmt: skip
     assert task.internal == got.internal
     # canonical params: sorted keys, no spaces
@@ -140,6 +141,7 @@ def test_enqueue_get_round_trip_every_field(store: Store, clock: FakeClock) -> N
     assert done.internal == {
         "queue_order": task.id, "lost_count": 1, "proc_starttime": 987654, "boot_id": "b00t",
         "argv_template": None,
+        "cancel_requested": 0,
     }  # fmt: skip
     assert store.get(task.id) == done
     assert store.get(task.id + 1000) is None

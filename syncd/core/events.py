@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -48,6 +49,7 @@ class Subscription:
             if self._events:
                 event, size = self._events.popleft()
                 self._bytes -= size
+                self._cond.notify_all()  # a paced publisher (wait_drained) may go on
                 return event
             return None
 
@@ -103,6 +105,20 @@ class EventBus:
             subs = list(self._subs)
         for sub in subs:
             sub.close()
+
+    def wait_drained(self, fraction: float, timeout: float) -> None:
+        """Until every subscriber's backlog is below `fraction` of its budget, or `timeout`:
+        a bulk publisher paces itself to its readers instead of cutting them off."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            with sub._cond:
+                while not sub.closed and sub._bytes > sub._max_bytes * fraction:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    sub._cond.wait(left)
 
     @property
     def subscriber_count(self) -> int:

@@ -11,6 +11,7 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -230,13 +231,13 @@ class Daemon:
         next_watchdog = next_monitor = next_sample = mono()
         self._next_sched = mono()
         while not self._stop.is_set():
+            # Schedules first: a fire queues its task and wakes the pool while this thread is
+            # not waiting, so the tick right after must be the one that starts it. Each step
+            # fails alone: a failing dispatch must not starve heartbeats or the watchdog.
+            retry = self._step("schedules", self._tick_schedules)
+            retry = self._step("dispatch", d.tick) or retry
             try:
                 now = mono()
-                # Schedules first: a fire queues its task and wakes the pool while this
-                # thread is not waiting, so the tick below must be the one that starts it.
-                if now >= self._next_sched:
-                    self._next_sched = now + self.scheduler.tick()
-                d.tick()
                 if now >= next_monitor:
                     self.monitor.tick()
                     next_monitor = now + self.dispatcher.settings.heartbeat_seconds
@@ -253,6 +254,8 @@ class Daemon:
                 if nb is not None:
                     deadlines.append(now + nb)
                 timeout = max(0.0, min(deadlines) - mono())
+                if retry is not None:
+                    timeout = min(timeout, retry)
             except SyncdError as exc:  # e.g. the database is busy or full: try again shortly
                 log.warning("dispatch loop: %s", exc.message)
                 timeout = 1.0
@@ -263,6 +266,23 @@ class Daemon:
                 if self._stop.is_set():
                     break
                 d.cond.wait(timeout)
+
+    def _tick_schedules(self) -> None:
+        now = self.clock.monotonic()
+        if now >= self._next_sched:
+            self._next_sched = now + self.scheduler.tick()
+
+    def _step(self, what: str, step: Callable[[], object]) -> float | None:
+        """Run one step of the loop; on failure log it and ask to retry within a second."""
+        try:
+            step()
+        except SyncdError as exc:  # e.g. the database is busy or full: try again shortly
+            log.warning("%s: %s", what, exc.message)
+            return 1.0
+        except Exception:
+            log.exception("%s failed", what)
+            return 1.0
+        return None
 
     def poke_scheduler(self) -> None:
         """Schedules changed at runtime (pause, resume, reload): evaluate them now."""

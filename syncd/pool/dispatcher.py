@@ -26,6 +26,7 @@ from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import NewTask, Status, Task, trigger_follow_up
+from syncd.pool.procs import STORE_ID_VAR
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
@@ -104,6 +105,7 @@ class Dispatcher:
         # set_max_workers changes it (a SQLite read per tick was a measurable share of one).
         override = store.get_setting("max_workers")
         self._max_workers_override = int(override) if override else None
+        self.store_id = store.store_id()  # in every child's environment (reconcile finds it)
         self.log_dir = paths.log_dir(settings.state_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -114,15 +116,16 @@ class Dispatcher:
         return override if override is not None else self.settings.max_workers
 
     def set_max_workers(self, value: int | None) -> None:
-        """Persisted runtime override; None returns to file/env. Lowering never kills."""
-        self.store.set_setting("max_workers", None if value is None else str(value))
+        """Persisted runtime override; None returns to file/env. Lowering never kills.
+        The store and memory change under one lock: racing calls cannot leave them apart."""
         with self.cond:
+            self.store.set_setting("max_workers", None if value is None else str(value))
             self._max_workers_override = value
         self._changed("pool")
 
     def set_paused(self, paused: bool) -> None:
-        self.store.set_setting("paused", "1" if paused else None)
-        with self.cond:
+        with self.cond:  # store and memory together, as for max_workers
+            self.store.set_setting("paused", "1" if paused else None)
             self.paused = paused
         self._changed("pool")
 
@@ -240,9 +243,29 @@ class Dispatcher:
             log.exception("task %d: announcing its start failed", task.id)
 
     def _launch(self, rt: RunningTask) -> None:
-        rt.thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
-        rt.thread.daemon = True
-        rt.thread.start()
+        """Give a claimed task its worker thread (caller holds `cond`). A thread that cannot
+        start must not keep the slot: the task is recorded failed and leaves the pool."""
+        thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
+        thread.daemon = True
+        try:
+            thread.start()
+        except Exception as exc:
+            log.error("task %d: cannot start its worker thread: %s", rt.task.id, exc)
+            self.running.pop(rt.task.id, None)
+            error = f"internal error in syncd: cannot start a worker thread ({exc})"
+            self.cond.notify_all()
+            try:
+                done, _ = self.store.finish(
+                    rt.task.id, Status.FAILED, finished_at=iso(self.clock.now()) or "",
+                    exit_code=None, error=error,
+                )  # fmt: skip
+            except SyncdError as err:  # the row stays running: fix-stuck or a restart
+                log.error("task %d: recording its failure failed: %s", rt.task.id, err.message)
+                return
+            if done is not None:
+                self.announce_task(done, wake=False)
+            return
+        rt.thread = thread
 
     def next_deadline(self) -> float | None:
         """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
@@ -308,6 +331,7 @@ class Dispatcher:
                     "SYNCD_SOURCE": task.source,
                     "SYNCD_SYNC_TYPE": task.sync_type,
                     "SYNCD_ATTEMPT": str(task.attempt),
+                    STORE_ID_VAR: self.store_id,
                 },
             )
             child = Child.start(
@@ -324,6 +348,16 @@ class Dispatcher:
         except SpawnError as exc:
             log.warning("task %d: spawn error: %s", task.id, exc)
             return Outcome(Status.FAILED, None, f"spawn error: {exc}")
+        try:
+            return self._supervise(rt, child)
+        except BaseException:  # whatever broke, no process of the task outlives its record
+            log.error("task %d: supervision failed; killing process group %d", task.id, child.pid)
+            child.terminate(0)
+            child.wait(self.settings.kill_grace_seconds + 5)
+            raise
+
+    def _supervise(self, rt: RunningTask, child: Child) -> Outcome:
+        task = rt.task
         with self.cond:
             rt.child = child
             if rt.kill_reason is not None:
@@ -339,8 +373,12 @@ class Dispatcher:
             log.warning("task %d: pid %d not recorded: %s", task.id, child.pid, exc.message)
         code = child.wait()
         assert code is not None
-        if rt.kill_reason is not None:
+        if rt.kill_reason is not None and not child.exited_before_kill:
             return self._killed(rt, code)
+        if rt.kill_reason is not None:  # the leader's own exit status wins over a late kill
+            log.info("task %d: exited (%s) before it was killed", task.id, describe_exit(code))
+            with self.cond:
+                rt.kill_reason = rt.kill_detail = None
         if code == 0:
             return Outcome(Status.COMPLETED, 0, None)
         return Outcome(Status.FAILED, code, describe_exit(code))
@@ -487,9 +525,9 @@ class Dispatcher:
         if not self.paused:
             self.wake()
 
-    def announce_task(self, task: Task, *, wake: bool = True) -> None:
-        """Publish a task's new state (and the pool's counts). Best effort: it runs after a
-        commit, so a failure here is logged, never raised into the caller of that commit."""
+    def announce_task(self, task: Task, *, wake: bool = True, pool: bool = True) -> None:
+        """Publish a task's new state (and, with `pool`, the pool's counts). Best effort: it
+        runs after a commit, so a failure here is logged, never raised into its caller."""
         if self.on_task is not None:
             try:
                 self.on_task(task)
@@ -507,7 +545,10 @@ class Dispatcher:
                 )
         except Exception:
             log.exception("publishing the event of task %d failed", task.id)
-        self.announce_pool(wake=wake)
+        if pool:
+            self.announce_pool(wake=wake)
+        elif wake:
+            self.wake()
 
     def announce_pool(self, *, wake: bool = False) -> None:
         self._changed("pool", wake=wake)

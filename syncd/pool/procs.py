@@ -214,6 +214,56 @@ def wait_gone(pgid: int | None, recorded: Iterable[psutil.Process], timeout: flo
         time.sleep(_POLL_SECONDS)
 
 
+STORE_ID_VAR = "SYNCD_STORE_ID"
+TASK_ID_VAR = "SYNCD_TASK_ID"
+_ENVIRON_MAX = 1 << 20
+
+
+def _environ(pid: int) -> bytes | None:
+    try:
+        fd = os.open(f"{_PROC}/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # gone, or another user's
+        return None
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < _ENVIRON_MAX and (chunk := os.read(fd, 65536)):
+            parts.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def task_processes(store_id: str) -> dict[int, list[int]]:
+    """Live processes whose environment marks them as tasks of the database `store_id`,
+    by task id: what a restart kills when a task's pid was never recorded. One pass over
+    /proc, reading each process's environ (others' users are skipped)."""
+    marker = f"\0{STORE_ID_VAR}={store_id}\0".encode()
+    key = f"\0{TASK_ID_VAR}=".encode()
+    me = os.getpid()
+    found: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        raw = _environ(pid)
+        if not raw or marker not in b"\0" + raw:
+            continue
+        env = b"\0" + raw
+        at = env.find(key)
+        if at < 0:
+            continue
+        end = env.find(b"\0", at + len(key))
+        value = env[at + len(key) : end if end >= 0 else len(env)]
+        fields = _stat_fields(pid)
+        if not value.isdigit() or fields is None or fields[0] in ("Z", "X"):
+            continue
+        found.setdefault(int(value), []).append(pid)
+    return found
+
+
 @dataclass(frozen=True)
 class ProcIdentity:
     """What was stored at spawn to recognise the task's process after a daemon restart."""

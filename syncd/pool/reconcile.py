@@ -4,6 +4,7 @@ Each such task is failed as lost and requeued at the front of its priority, with
 poison-pill cap (`max_lost_requeues`), in the same transaction as the failure. Before that, a
 process that is provably the task's own (pid + kernel start time + boot id all match what was
 stored at spawn) is killed with its group; a recycled pid or another boot is never signalled.
+A task whose cancel was acknowledged (persisted before the kill) ends `cancelled` instead.
 
 All left-over groups are killed at the same time (SIGTERM to all, one shared grace period,
 SIGKILL to what is left), so a restart with several hung tasks costs one grace period, not
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 
 from syncd.core.clock import Clock, iso
 from syncd.core.models import NewTask, Status, Task, trigger_follow_up
-from syncd.pool.procs import ProcIdentity, kill_identified_group
+from syncd.pool.procs import ProcIdentity, kill_identified_group, task_processes
 from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)
 
 LOST_ON_RESTART = "lost: daemon restarted"
 LOST_NO_PROCESS = "lost: no live process"
+CANCELLED = "cancelled"
 _MAX_KILL_THREADS = 64  # max_workers' upper bound: every left-over group in one round
 
 
@@ -47,20 +49,32 @@ def identity_of(task: Task) -> ProcIdentity | None:
     return ProcIdentity(int(task.pid), int(starttime), str(boot))
 
 
-def kill_left_overs(tasks: Sequence[Task], grace: float) -> list[int]:
+def kill_left_overs(tasks: Sequence[Task], grace: float, store_id: str | None = None) -> list[int]:
     """Kill every task's own live process group concurrently; returns the ids signalled.
 
     One thread per group runs procs.kill_identified_group (identity check, SIGTERM, wait up
-    to `grace`, SIGKILL); started together, they share one grace period."""
+    to `grace`, SIGKILL); started together, they share one grace period. With `store_id`,
+    processes marked with it and one of the tasks' ids in their environment are killed too:
+    a task whose pid was never recorded (the write failed, or the daemon died first)."""
     targets = [(t.id, ident) for t in tasks if (ident := identity_of(t)) is not None]
+    if store_id is not None and tasks:
+        wanted = {t.id for t in tasks}
+        known = {ident.pid for _, ident in targets}
+        for task_id, pids in sorted(task_processes(store_id).items()):
+            for pid in pids:
+                if task_id in wanted and pid not in known:
+                    log.warning("task %d: found its process %d by its environment", task_id, pid)
+                    targets.append((task_id, ProcIdentity.of(pid)))
     if not targets:
         return []
     workers = min(len(targets), _MAX_KILL_THREADS)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-kill") as pool:
         results = list(pool.map(lambda t: kill_identified_group(t[1], grace), targets))
-    killed = [task_id for (task_id, _), sent in zip(targets, results, strict=True) if sent]
+    killed = sorted({task_id for (task_id, _), sent in zip(targets, results, strict=True) if sent})
+    logged: set[int] = set()
     for (task_id, ident), sent in zip(targets, results, strict=True):
-        if sent:
+        if sent and task_id not in logged:
+            logged.add(task_id)
             log.warning("task %d: killed its left-over process group %d", task_id, ident.pid)
     return killed
 
@@ -71,7 +85,10 @@ def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) 
     requeue are one transaction, and the requeue is created at most once per task."""
     lost_count = int(task.internal.get("lost_count") or 0) + 1
     requeue = None
-    if lost_count > cap:
+    status = Status.FAILED
+    if task.internal.get("cancel_requested"):  # a cancel was acknowledged: never run again
+        status, error = Status.CANCELLED, CANCELLED
+    elif lost_count > cap:
         error = f"lost {lost_count} times, not requeued"
     else:
         requeue = NewTask.follow_up(
@@ -79,7 +96,7 @@ def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) 
         )
     done, follow = store.finish(
         task.id,
-        Status.FAILED,
+        status,
         finished_at=iso(clock.now()) or "",
         exit_code=None,
         error=error,
@@ -103,7 +120,7 @@ def reconcile(
     store: Store, clock: Clock, tasks: Sequence[Task], error: str, policy: Policy
 ) -> None:
     """Kill the tasks' own left-over groups (all at once), then fail and requeue each."""
-    kill_left_overs(tasks, policy.kill_grace)
+    kill_left_overs(tasks, policy.kill_grace, store.store_id() if tasks else None)
     for task in tasks:
         reconcile_one(store, clock, task, error, policy.max_lost_requeues)
 

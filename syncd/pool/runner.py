@@ -197,6 +197,7 @@ class Child:
         self._reaped = False
         self._returncode: int | None = None
         self._terminating = False
+        self._exited_first = False  # the leader had exited on its own before terminate()
         self._kill_at: float | None = None
         self._recorded: list[psutil.Process] = []
         self._done = threading.Event()
@@ -287,6 +288,7 @@ class Child:
             if self._terminating:
                 return
             self._terminating = True
+            self._exited_first = self._reaped or self._leader_has_exited()
             self._kill_at = time.monotonic() + grace
             self._recorded = self._sampler.descendants()
             if self._reaped and not self._recorded:
@@ -297,6 +299,20 @@ class Child:
         timer.name = f"task-{self.task_id}-kill"
         timer.daemon = True
         timer.start()
+
+    @property
+    def exited_before_kill(self) -> bool:
+        """terminate() came after the leader had already exited by itself: its exit status,
+        not the kill, says how the task ended."""
+        return self._exited_first
+
+    def _leader_has_exited(self) -> bool:
+        """Has the leader exited (it stays unreaped)? Asked without blocking."""
+        try:
+            flags = os.WEXITED | os.WNOWAIT | os.WNOHANG
+            return os.waitid(os.P_PID, self.pid, flags) is not None
+        except ChildProcessError:
+            return True
 
     # -- killing --------------------------------------------------------------------------
 
@@ -446,12 +462,26 @@ class Child:
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
+        # Wait for the exit without the lock (terminate() needs it to stop a leader that
+        # is still running, e.g. after a supervision error), then reap under it.
+        self._await_exit()
         with self._lock:
             self._returncode = self._proc.wait()
             self._reaped = True
         self.log.close()
         log.debug("task %d: pid %d exited with %s", self.task_id, self.pid, self._returncode)
         self._done.set()
+
+    def _await_exit(self) -> None:
+        """Block until the leader has exited, leaving it unreaped (no lock held)."""
+        while True:
+            try:
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                return
+            except InterruptedError:
+                continue
+            except ChildProcessError:  # reaped elsewhere: Popen.wait copes
+                return
 
 
 def _pidfd_open(pid: int) -> int | None:

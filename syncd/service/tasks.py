@@ -14,12 +14,16 @@ from typing import Any
 
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
+from syncd.core.failpoints import failpoint
 from syncd.core.models import ErrorCode, NewTask, Task
 from syncd.pool.dispatcher import KILL_CANCEL, Dispatcher
 from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)
 
+BULK_BATCH = 1000  # tasks cancelled per transaction by a bulk cancel
+WATCHED_BATCH = 200  # the same while someone watches: a batch's events fit a reader's buffer
+DRAIN_SECONDS = 10.0  # a watcher that reads nothing for this long is not waited for
 Submission = tuple[NewTask, bool]  # the task and whether it may NOT coalesce (allow_duplicate)
 
 
@@ -99,61 +103,108 @@ class TaskService:
     def cancel(self, ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
         """Cancel queued tasks and kill running ones (they end `cancelled`); the others are
         skipped with their status. An unknown id refuses the whole request."""
-        tasks = {i: self.store.get(i) for i in ids}
-        unknown = [i for i, t in tasks.items() if t is None]
-        if unknown:
+        wanted = list(dict.fromkeys(ids))
+        before = self.store.statuses(wanted)
+        missing = set(wanted) - set(before)
+        if missing:
+            unknown = [i for i in wanted if i in missing]
             raise SyncdError(ErrorCode.UNKNOWN_TASK, f"no task {unknown[0]}", {"unknown": unknown})
-        # Under the pool's lock throughout: no slot is refilled until every id is handled,
-        # so a queued task named here cannot start in the slot of a running one killed here.
-        # The queued ones are cancelled in one transaction, however many there are.
+        # The queued ones first, a batch per transaction (submits and finishes get the
+        # store between batches), so none can start in the slot of a running one killed
+        # here; one claimed meanwhile is running by the time the kills are sent, and killed.
+        done: set[int] = set()
+        start = 0
+        while start < len(wanted):
+            size = self._batch_size()
+            done.update(t.id for t in self._cancel_queued(wanted[start : start + size]))
+            start += size
         with self.pool.cond:
-            wanted = list(dict.fromkeys(ids))
-            killed = {i for i in wanted if self.pool.kill(i, KILL_CANCEL)}
-            done = {t.id for t in self._cancel_queued([i for i in wanted if i not in killed])}
+            killed = set(self._kill_running([i for i in wanted if i not in done]))
         cancelled = [i for i in wanted if i in killed or i in done]
         skipped = []
         for task_id in wanted:
             if task_id not in killed and task_id not in done:
-                skipped.append({"id": task_id, "status": self._status_now(tasks[task_id])})
+                skipped.append({"id": task_id, "status": self._status_now(task_id, before)})
         return cancelled, skipped
 
-    def _status_now(self, before: Task | None) -> str | None:
+    def _status_now(self, task_id: int, before: dict[int, str]) -> str | None:
         """A skipped task's status, read again after the commit; best effort: a failed read
         (a busy database) answers with the status read before, never with an error."""
-        if before is None:
-            return None
         try:
-            current = self.store.get(before.id) or before
+            current = self.store.get(task_id)
         except Exception as exc:
-            log.warning("task %d: status not re-read after a cancel: %s", before.id, exc)
-            current = before
-        return current.status.value
+            log.warning("task %d: status not re-read after a cancel: %s", task_id, exc)
+            return before.get(task_id)
+        return current.status.value if current else before.get(task_id)
 
     def cancel_one(self, task_id: int) -> bool:
         """Cancel a queued task at once, or kill a running one."""
         with self.pool.cond:
-            if self.pool.kill(task_id, KILL_CANCEL):
+            if self._kill_running([task_id]):
                 return True
         return bool(self._cancel_queued([task_id]))
 
-    def clear_queue(self, source: str | None = None) -> list[Task]:
-        """Cancel every queued task (of one source); running tasks are left alone."""
-        return self._cancel_queued(self.store.queued_ids(source))
+    def clear_queue(self, source: str | None = None) -> int:
+        """Cancel every queued task (of one source); running tasks are left alone. Returns
+        how many were cancelled."""
+        return self._cancel_all_queued(source)
 
-    def reset(self, *, force: bool) -> tuple[list[Task], list[int]]:
+    def reset(self, *, force: bool) -> tuple[int, list[int]]:
         """Cancel every queued task; with `force` kill every running one too."""
-        done = self._cancel_queued(self.store.queued_ids(None))
+        done = self._cancel_all_queued(None)
         killed: list[int] = []
         if force:
             with self.pool.cond:
-                running = list(self.pool.running)
-                killed = [i for i in running if self.pool.kill(i, KILL_CANCEL)]
+                killed = self._kill_running(list(self.pool.running))
         return done, killed
+
+    def _kill_running(self, ids: list[int]) -> list[int]:
+        """Kill those of `ids` the pool is running (caller holds the pool's condition); the
+        cancel is committed first, so a crash before their end is recorded cannot requeue
+        them (reconcile ends them `cancelled`). Returns the ids killed."""
+        running = [i for i in ids if i in self.pool.running]
+        if not running:
+            return []
+        self.store.request_cancel(running)
+        failpoint("cancel_after_persist")
+        return [i for i in running if self.pool.kill(i, KILL_CANCEL)]
 
     def set_priority(self, task_id: int, priority: int) -> Task:
         task = self.store.set_priority(task_id, priority)
         self._announce([task])
         return task
+
+    def _cancel_all_queued(self, source: str | None) -> int:
+        """What is queued now (of `source`), cancelled a batch per transaction: memory and
+        the store lock are held for one batch at a time, at any queue depth. Each task is
+        announced while someone watches (no rows are read back otherwise)."""
+        up_to = self.store.max_id()
+        total = 0
+        while True:
+            size = self._batch_size()
+            ids = self.store.cancel_queued_page(
+                finished_at=iso(self.clock.now()) or "", limit=size, up_to_id=up_to, source=source
+            )
+            total += len(ids)
+            if ids and self.pool.events.subscriber_count:  # rows are read back only then
+                try:
+                    self._announce(self.store.tasks_by_id(ids), pool=False)
+                except Exception:  # committed: telling about it is best effort
+                    log.exception("announcing %d cancelled tasks failed", len(ids))
+            if len(ids) < size:
+                break
+        if total:
+            log.info("%d queued tasks cancelled%s", total, f" (source {source})" if source else "")
+            self._announce_pool()
+        return total
+
+    def _batch_size(self) -> int:
+        """The next batch of a bulk cancel: while someone watches, a small one, once the
+        watchers have read most of the last (so none is cut off for falling behind)."""
+        if not self.pool.events.subscriber_count:
+            return BULK_BATCH
+        self.pool.events.wait_drained(0.25, DRAIN_SECONDS)
+        return WATCHED_BATCH
 
     def _cancel_queued(self, ids: list[int]) -> list[Task]:
         if not ids:
@@ -166,11 +217,16 @@ class TaskService:
         self._announce(done)
         return done
 
-    def _announce(self, tasks: list[Task]) -> None:
+    def _announce(self, tasks: list[Task], *, pool: bool = True) -> None:
+        """Each task's event, then one pool event (not one per task: each costs a counts
+        query while someone watches) and a wake-up; `pool=False` leaves those to the caller."""
         try:
             for task in tasks:
-                self.pool.announce_task(task, wake=False)
+                self.pool.announce_task(task, wake=False, pool=False)
         except Exception:
             log.exception("announcing %d committed changes failed", len(tasks))
-        if tasks:
-            self.pool.wake()
+        if tasks and pool:
+            self._announce_pool()
+
+    def _announce_pool(self) -> None:
+        self.pool.announce_pool(wake=True)

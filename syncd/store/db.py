@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -199,6 +200,19 @@ class StoreBase:
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (name, value),
                 )
+
+    def store_id(self) -> str:
+        """A random id made once per database. Each task's process carries it with its task
+        id (SYNCD_STORE_ID, SYNCD_TASK_ID), so a restart finds a task's processes even when
+        its pid was never recorded, and never those of another syncd's database."""
+        with self._write("store_id") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO settings (name, value) VALUES ('store_id', ?)",
+                (secrets.token_hex(8),),
+            )
+            return str(
+                conn.execute("SELECT value FROM settings WHERE name = 'store_id'").fetchone()[0]
+            )
 
     def get_schedule_state(self, name: str) -> dict[str, Any] | None:
         """{last_fire, last_outcome (dict or None), paused (bool), paused_at} or None."""

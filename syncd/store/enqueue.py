@@ -155,6 +155,7 @@ class Batch:
                 "proc_starttime": None,
                 "boot_id": None,
                 "argv_template": None,
+                "cancel_requested": 0,
             },
         )
         key = tuple(task.argv)

@@ -14,8 +14,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from syncd.core.clock import iso, parse_iso
-from syncd.core.errors import SyncdError
-from syncd.core.failpoints import failpoint
+from syncd.core.errors import StoreError, SyncdError
+from syncd.core.failpoints import failpoint, injected_error
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
 from syncd.store.db import put_schedule_state_in
 from syncd.store.enqueue import Batch
@@ -126,6 +126,8 @@ class Store(Successes):
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
+        if injected_error("set_running_fields"):  # crash tests: the pid write fails
+            raise StoreError(ErrorCode.STORAGE_ERROR, "database error (update): injected")
         with self._write("update", this_boot_only=True) as conn:
             cur = conn.execute(
                 f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
@@ -211,6 +213,46 @@ class Store(Successes):
                 done.update((task.id, task) for task in map(row_task, rows))
         return [done[i] for i in dict.fromkeys(ids) if i in done]
 
+    def cancel_queued_page(
+        self, *, finished_at: str, limit: int, up_to_id: int, source: str | None = None
+    ) -> list[int]:
+        """Cancel up to `limit` queued tasks (of `source`; ids up to `up_to_id`, so work
+        queued meanwhile is left alone) in one short transaction: a bulk cancel is a loop of
+        these, and other writers get the lock between them. Returns the ids cancelled."""
+        where, params = "status = 'queued' AND id <= ?", list[Any]([up_to_id])
+        if source is not None:
+            where, params = where + " AND source = ?", [*params, source]
+        with self._write("cancel") as conn:
+            found = conn.execute(
+                f"UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id IN ("
+                f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where} LIMIT ?)"
+                f" AND status = 'queued' RETURNING id",
+                (finished_at, *params, limit),
+            ).fetchall()
+        return [row[0] for row in found]
+
+    def tasks_by_id(self, ids: Sequence[int]) -> list[Task]:
+        """The tasks with these ids (missing ones left out), in id order."""
+        out: list[Task] = []
+        for chunk in chunks(list(ids)):
+            out += self._tasks(f"id IN ({marks(len(chunk))})", chunk, "ORDER BY id")
+        return out
+
+    def request_cancel(self, ids: Collection[int]) -> list[int]:
+        """Mark running tasks as cancelled by request, committed before the kill is sent
+        or acknowledged: a daemon that dies before their end is recorded ends them
+        `cancelled` at the next start, never requeued. Returns the ids marked."""
+        marked: list[int] = []
+        with self._write("cancel") as conn:
+            for chunk in chunks(list(ids)):
+                rows = conn.execute(
+                    f"UPDATE tasks SET cancel_requested = 1"
+                    f" WHERE status = 'running' AND id IN ({marks(len(chunk))}) RETURNING id",
+                    tuple(chunk),
+                ).fetchall()
+                marked += [row[0] for row in rows]
+        return marked
+
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""
         if not beats:
@@ -240,11 +282,15 @@ class Store(Successes):
     # -- queries ---------------------------------------------------------------------------
     def missing_ids(self, ids: Collection[int]) -> set[int]:
         """Those of `ids` with no row (deleted, or never handed out)."""
-        present: set[int] = set()
+        return set(ids) - set(self.statuses(ids))
+
+    def statuses(self, ids: Collection[int]) -> dict[int, str]:
+        """The status of each of `ids` that has a row: one indexed query per 500 ids."""
+        found: dict[int, str] = {}
         for chunk in chunks(list(ids)):
-            sql = f"SELECT id FROM tasks WHERE id IN ({marks(len(chunk))})"
-            present.update(row[0] for row in self._read(sql, chunk))
-        return set(ids) - present
+            sql = f"SELECT id, status FROM tasks WHERE id IN ({marks(len(chunk))})"
+            found.update((row[0], row[1]) for row in self._read(sql, chunk))
+        return found
 
     def get(self, task_id: int) -> Task | None:
         found = self._tasks("id = ?", (task_id,))

@@ -150,7 +150,13 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(conn: sqlite3.Connection) -> None:
+    """A cancel of a running task is persisted before it is acknowledged, so a restart that
+    finds the row still `running` ends it `cancelled` instead of requeueing it."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 LATEST = len(MIGRATIONS)
 
 

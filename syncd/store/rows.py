@@ -20,7 +20,9 @@ PUBLIC = (
     "attempt", "submitted_at", "started_at", "finished_at", "last_heartbeat", "pid",
     "exit_code", "error", "requested_by", "not_before", "progress",
 )  # fmt: skip
-INTERNAL = ("queue_order", "lost_count", "proc_starttime", "boot_id", "argv_template")
+INTERNAL = (
+    "queue_order", "lost_count", "proc_starttime", "boot_id", "argv_template", "cancel_requested",
+)  # fmt: skip
 COLUMNS = PUBLIC + INTERNAL
 SELECT = "SELECT " + ", ".join(f'"{c}"' for c in COLUMNS) + " FROM tasks"
 RETURNING = "RETURNING " + ", ".join(f'"{c}"' for c in COLUMNS)  # row_task() reads these

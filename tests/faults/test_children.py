@@ -169,6 +169,8 @@ def test_p6_child_sees_only_std_fds_its_env_and_env_file_secret(make_daemon, wor
     (info,) = read_json_lines(workdir / "inspect.json")
     assert info["fds"] == [0, 1, 2], "the child inherited more than stdin/stdout/stderr"
     assert info["stdin"] == "/dev/null"
+    store_id = info["syncd"].pop("SYNCD_STORE_ID")  # marks the database's tasks (reconcile)
+    assert len(store_id) == 16 and int(store_id, 16) >= 0
     assert info["syncd"] == {
         "SYNCD_TASK_ID": str(task["id"]),
         "SYNCD_SOURCE": "alpha",

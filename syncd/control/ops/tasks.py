@@ -199,7 +199,7 @@ def explain(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
 
 @OPS.op("clear_queue", "cancel every queued task", {"source": SOURCE}, command="clear-queue")
 def clear_queue(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
-    return {"cancelled": len(ctx.d.tasks.clear_queue(args.get("source")))}
+    return {"cancelled": ctx.d.tasks.clear_queue(args.get("source"))}
 
 
 @OPS.op(
@@ -210,4 +210,4 @@ def clear_queue(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
 )
 def reset_state(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     done, killed = ctx.d.tasks.reset(force=bool(args.get("force")))
-    return {"cancelled": len(done), "killed": killed}
+    return {"cancelled": done, "killed": killed}
