@@ -373,10 +373,14 @@ def reload_text(r: Row, dry_run: bool) -> str:
 
 
 def explain_full(task_id: int, r: Row, now: datetime) -> str:
-    """`explain`: the reason, what blocks it, the start labelled as an estimate, any note."""
+    """`explain`: every reason, what blocks it, the start labelled as an estimate, any note."""
     lines = [f"task {task_id}: {r.get('reason')}: {r.get('message')}"]
     if r.get("blocking"):
         lines.append(f"  blocked by: {cell(r['blocking'])}")
+    for more in (r.get("reasons") or [])[1:]:  # every other reason holding it back
+        lines.append(f"  and {more.get('reason')}: {more.get('message')}")
+        if more.get("blocking"):
+            lines.append(f"    blocked by: {cell(more['blocking'])}")
     start = r.get("estimated_start")
     if start:
         left = since(start, now)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 
 from syncd.config.model import DaemonSettings, Route
@@ -25,7 +25,9 @@ from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import NewTask, Status, Task, trigger_follow_up
+from syncd.pool import slots
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.pool.sources import Sources
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
@@ -38,6 +40,7 @@ KILL_STALE = "stale"
 KILL_SHUTDOWN = "shutdown"
 
 PERSIST_RETRY_SECONDS = 1.0
+EX_TEMPFAIL = 75  # the exit code of a sync asking to be run later
 T = TypeVar("T")
 
 
@@ -55,6 +58,7 @@ class RunningTask:
     last_cpu: float = 0.0
     last_io: int = 0
     last_output: int = 0
+    throttles_applied: int = 0  # `::throttle` lines of its output already applied
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -64,6 +68,7 @@ class Outcome(NamedTuple):
     status: Status
     exit_code: int | None
     error: str | None
+    delay: float | None = None  # deferred: seconds until its follow-up may start
 
 
 def describe_exit(code: int) -> str:
@@ -103,6 +108,7 @@ class Dispatcher:
         self._max_workers_override = int(override) if override else None
         self.log_dir = paths.log_dir(settings.state_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.sources = Sources(store, clock, events, lambda name: self.routes.source(name))
 
     # -- settings ---------------------------------------------------------------------------
     @property
@@ -182,22 +188,30 @@ class Dispatcher:
             raise
         return kept
 
+    def view(self, finishing: int | None = None) -> slots.View:
+        """The pool as the eligibility rule sees it (the task `finishing` no longer counts).
+        Caller holds `cond`."""
+        running = [rt.task for rt in self.running.values() if rt.task.id != finishing]
+        now = self.clock.now()
+        return slots.View(
+            now=now,
+            paused=self.paused,
+            max_workers=self.max_workers,
+            running=running,
+            limit=self._limit,
+            holds=self.sources.holds(now, running),
+            stopping=self.stopping,
+        )
+
+    def _limit(self, source: str) -> int | None:
+        src = self.routes.source(source)
+        return src.max_concurrent if src is not None else None
+
     def _pick(self, finishing: int | None = None) -> Pick | None:
-        """What the next claim may take given the running tasks (the one `finishing` no
-        longer counts); None when no slot is free. Caller holds `cond`."""
-        others = [rt for rt in self.running.values() if rt.task.id != finishing]
-        if self.paused or self.stopping or len(others) >= self.max_workers:
+        """What the next claim may take; None when no task may start. Caller holds `cond`."""
+        if self.paused or self.stopping:  # the cheap common refusal, before building a view
             return None
-        per_source: dict[str, int] = {}
-        for rt in others:
-            per_source[rt.task.source] = per_source.get(rt.task.source, 0) + 1
-        full_sources = set()
-        for name, count in per_source.items():
-            src = self.routes.source(name)
-            if src is not None and src.max_concurrent is not None and count >= src.max_concurrent:
-                full_sources.add(name)
-        busy_routes = {(rt.task.source, rt.task.route) for rt in others}
-        return Pick(iso(self.clock.now()), full_sources, busy_routes)
+        return slots.pick(self.view(finishing))
 
     def _next_candidate(self) -> Task | None:
         pick = self._pick()
@@ -214,6 +228,7 @@ class Dispatcher:
         if claimed is None:
             return None
         failpoint("after_claim")  # crash tests: a task whose start kills the daemon
+        self.sources.started(claimed, now)
         rt = self._admit(claimed)
         self._announce_start(rt)
         return rt
@@ -242,15 +257,16 @@ class Dispatcher:
         rt.thread.start()
 
     def next_deadline(self) -> float | None:
-        """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
-        nb = self.store.next_not_before()
-        if nb is None:
-            return None
+        """Seconds until a queued task's not_before passes or a source's hold lifts (None:
+        nothing is waiting on time)."""
         from syncd.core.clock import parse_iso
 
-        when = parse_iso(nb)
-        assert when is not None
-        return max(0.0, (when - self.clock.now()).total_seconds())
+        now = self.clock.now()
+        times = [t for t in (parse_iso(self.store.next_not_before()),
+                             self.sources.next_change(now)) if t is not None]  # fmt: skip
+        if not times:
+            return None
+        return max(0.0, (min(times) - now).total_seconds())
 
     # -- one task ---------------------------------------------------------------------------
     def _work(self, first: RunningTask) -> None:
@@ -327,9 +343,23 @@ class Dispatcher:
         assert code is not None
         if rt.kill_reason is not None:
             return self._killed(rt, code)
+        if child.log.retry_after is not None or code == EX_TEMPFAIL:
+            return self._deferred(rt, code, child.log.retry_after)
         if code == 0:
             return Outcome(Status.COMPLETED, 0, None)
         return Outcome(Status.FAILED, code, describe_exit(code))
+
+    @staticmethod
+    def _deferred(rt: RunningTask, code: int, asked: tuple[float, str | None] | None) -> Outcome:
+        """The sync asked to be run later: `::retry-after SECONDS [reason]`, or exit 75
+        (after the route's retry_backoff_seconds)."""
+        if asked is not None:
+            seconds, why = asked
+        else:
+            seconds = rt.route.retry_backoff_seconds if rt.route is not None else 60.0
+            why = f"exit code {EX_TEMPFAIL}"
+        error = f"retry after {seconds:g}s: {why or 'no reason given'}"
+        return Outcome(Status.DEFERRED, code, error, seconds)
 
     def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
         reason = rt.kill_reason
@@ -344,10 +374,16 @@ class Dispatcher:
         transaction and return it for the caller's thread to run (other free slots, if
         any, get threads of their own)."""
         task = rt.task
-        status, code, error = outcome
+        status, code, error, delay = outcome
         now = self.clock.now()
-        retry = requeue = None
-        if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
+        retry = requeue = defer = None
+        asked_later = status is Status.DEFERRED
+        if asked_later:
+            status, error, defer = self._defer(rt, error, delay or 0.0, now)
+            outcome = Outcome(status, code, error)
+        if asked_later:
+            pass  # deferred, or failed after too many deferrals: no retry either way
+        elif status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
             if self.settings.on_shutdown.value == "requeue":
                 requeue = NewTask.follow_up(task, trigger_follow_up("requeue", task.id), front=True)
         elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
@@ -360,7 +396,11 @@ class Dispatcher:
                 not_before=iso(now + timedelta(seconds=backoff)),
             )
         progress = rt.child.log.progress if rt.child is not None else None
-        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress)
+        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress, defer)
+        self.apply_throttle(rt)
+        # A shutdown, or a sync that kept asking to be run later, says nothing of the API's health.
+        counts = rt.kill_reason != KILL_SHUTDOWN and not asked_later
+        self.sources.finished(task, status, now, counts=counts)
         admitted: list[RunningTask] = []
 
         def write() -> tuple[Task | None, Task | None]:
@@ -372,6 +412,7 @@ class Dispatcher:
                 self.running.pop(task.id, None)
                 if claimed is not None:
                     failpoint("after_claim")
+                    self.sources.started(claimed, now)
                     admitted.append(self._admit(claimed))
                 return done, follow
 
@@ -394,6 +435,36 @@ class Dispatcher:
                 log.warning("dispatch after task %d finished: %s", task.id, exc)
                 self.cond.notify_all()
         return admitted[0]
+
+    def _defer(
+        self, rt: RunningTask, error: str | None, delay: float, now: datetime
+    ) -> tuple[Status, str | None, NewTask | None]:
+        """The deferred task's follow-up (`defer:<id>`, same attempt: no retry is spent), or,
+        past the route's max_deferrals in a row, a failure with the reason."""
+        task = rt.task
+        assert error is not None
+        limit = rt.route.max_deferrals if rt.route is not None else 0
+        depth = self.store.deferral_depth(task)
+        if depth >= limit:
+            return Status.FAILED, f"deferred {depth} times in a row, giving up ({error})", None
+        follow = NewTask.follow_up(
+            task,
+            trigger_follow_up("defer", task.id),
+            not_before=iso(now + timedelta(seconds=delay)),
+        )
+        return Status.DEFERRED, error, follow
+
+    def apply_throttle(self, rt: RunningTask) -> None:
+        """A `::throttle SECONDS [reason]` line not applied yet holds the whole source back."""
+        log_ = rt.child.log if rt.child is not None else None
+        with self.cond:  # the monitor and the task's own thread both apply
+            if log_ is None or log_.throttle is None or log_.throttles == rt.throttles_applied:
+                return
+            rt.throttles_applied = log_.throttles
+            seconds, reason = log_.throttle
+        why = f"task {rt.task.id}: {reason}" if reason else f"task {rt.task.id}"
+        self.sources.throttle(rt.task.source, seconds, why, self.clock.now())
+        self.wake()  # the deadline changed
 
     def _announce_finish(
         self, rt: RunningTask, outcome: Outcome, done: Task | None, follow: Task | None

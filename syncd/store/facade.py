@@ -17,7 +17,6 @@ from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
-from syncd.store.db import StoreBase
 from syncd.store.enqueue import Batch
 from syncd.store.listing import list_groups, rank
 from syncd.store.requests import Ending, Pick
@@ -35,6 +34,7 @@ from syncd.store.rows import (
     marks,
     row_task,
 )
+from syncd.store.sources import SourceRows
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _SETTABLE = frozenset(
 )  # fmt: skip
 
 
-class Store(StoreBase):
+class Store(SourceRows):
     """The task queue and history in one SQLite file; safe to call from many threads."""
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -72,9 +72,10 @@ class Store(StoreBase):
         exclude_routes: Collection[tuple[str, str]] = (),
     ) -> Task | None:
         """The task dispatch would start next: priority, then queue order, among those due."""
-        where, params = Pick(now, exclude_sources, exclude_routes).where()
-        found = self._tasks(where, params, f"{QUEUE_ORDER} LIMIT 1", QUEUE_INDEX)
-        return found[0] if found else None
+        pick = Pick(now, exclude_sources, exclude_routes)
+        with self._hold("read") as conn:
+            found = pick.choose(conn)
+            return None if found is None else get_in(conn, found)
 
     def next_not_before(self, now: str | None = None) -> str | None:
         """The earliest future not_before among queued tasks: when to wake for a retry."""
@@ -154,13 +155,12 @@ class Store(StoreBase):
         row = None
         with self._write("finish") as conn:
             done, follow = self._finish_in(conn, task_id, ending)
-            if pick is not None:
-                where, params = pick.where()
+            chosen = None if pick is None else pick.choose(conn)
+            if chosen is not None:
                 row = conn.execute(
-                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
-                    f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
-                    f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
-                    (started_at, *params),
+                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?"
+                    f" AND status = 'queued' {RETURNING}",
+                    (started_at, chosen),
                 ).fetchone()
             failpoint("finish_before_commit")
         failpoint("finish_after_commit")
@@ -276,6 +276,18 @@ class Store(StoreBase):
             if a is not None and b is not None:
                 out.append(max(0.0, (b - a).total_seconds()))
         return out
+
+    def deferral_depth(self, task: Task) -> int:
+        """How many deferrals in a row led to `task` (its `defer:<id>` chain), the task itself
+        not counted. Stops at the first link that is not a deferral (or was pruned)."""
+        depth, trigger = 0, task.trigger
+        while trigger.startswith("defer:") and depth < 10_000:
+            rows = self._read('SELECT "trigger" FROM tasks WHERE id = ?', (int(trigger[6:]),))
+            depth += 1
+            if not rows:
+                break
+            trigger = rows[0][0]
+        return depth
 
     def queued_ids(self, source: str | None = None) -> list[int]:
         where, params = "status = 'queued'", []
