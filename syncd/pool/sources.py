@@ -41,6 +41,7 @@ class SourceState:
 
     paused: bool = False
     paused_until: datetime | None = None  # None while paused: until resumed
+    pause_reason: str | None = None
     throttled_until: datetime | None = None
     throttle_reason: str | None = None
     breaker: str = CLOSED
@@ -55,6 +56,7 @@ class SourceState:
     def row(self) -> dict[str, Any]:
         return {
             "paused": self.paused, "paused_until": iso(self.paused_until),
+            "pause_reason": self.pause_reason,
             "throttled_until": iso(self.throttled_until), "throttle_reason": self.throttle_reason,
             "breaker": self.breaker, "failures": self.failures,
             "cooldown_until": iso(self.cooldown_until), "breaker_reason": self.breaker_reason,
@@ -70,6 +72,7 @@ class SourceState:
         starts = [t for t in (parse_iso(s) for s in row.get("starts") or []) if t is not None]
         return cls(
             paused=bool(row.get("paused")), paused_until=when("paused_until"),
+            pause_reason=row.get("pause_reason"),
             throttled_until=when("throttled_until"), throttle_reason=row.get("throttle_reason"),
             breaker=row.get("breaker") or CLOSED, failures=int(row.get("failures") or 0),
             cooldown_until=when("cooldown_until"), breaker_reason=row.get("breaker_reason"),
@@ -276,6 +279,7 @@ class Sources:
             st = self.state(name)
             st.paused = True
             st.paused_until = None if seconds is None else now + timedelta(seconds=seconds)
+            st.pause_reason = f"paused by {by}"
             until = f" until {hhmm(st.paused_until)}" if st.paused_until else ""
             self._changed(name, st, f"source {name} paused{until} by {by}")
             return st
@@ -283,7 +287,7 @@ class Sources:
     def resume(self, name: str, by: str) -> SourceState:
         with self.lock:
             st = self.state(name)
-            st.paused, st.paused_until = False, None
+            st.paused, st.paused_until, st.pause_reason = False, None, None
             self._changed(name, st, f"source {name} resumed by {by}")
             return st
 
@@ -304,7 +308,7 @@ class Sources:
         """Holds whose time has come: a timed pause ends, a throttle ends, an open breaker
         turns half-open."""
         if st.paused and st.paused_until is not None and st.paused_until <= now:
-            st.paused, st.paused_until = False, None
+            st.paused, st.paused_until, st.pause_reason = False, None, None
             self._changed(name, st, f"source {name} resumed: its pause ended")
         if st.throttled_until is not None and st.throttled_until <= now:
             st.throttled_until, st.throttle_reason = None, None

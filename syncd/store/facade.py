@@ -27,6 +27,7 @@ from syncd.store.rows import (
     QUEUE_INDEX,
     QUEUE_ORDER,
     RETURNING,
+    SOURCE_QUEUE_INDEX,
     canonical_params,
     chunks,
     follow_up_exists,
@@ -276,6 +277,14 @@ class Store(SourceRows):
             if a is not None and b is not None:
                 out.append(max(0.0, (b - a).total_seconds()))
         return out
+
+    def queued_by_source(self) -> dict[str, int]:
+        """Queued tasks per source (the per-source queue index, counted)."""
+        rows = self._read(
+            f"SELECT source, count(*) FROM tasks INDEXED BY {SOURCE_QUEUE_INDEX}"
+            " WHERE status = 'queued' GROUP BY source"
+        )
+        return {name: int(n) for name, n in rows}
 
     def deferral_depth(self, task: Task) -> int:
         """How many deferrals in a row led to `task` (its `defer:<id>` chain), the task itself

@@ -141,6 +141,7 @@ def _v2(conn: sqlite3.Connection) -> None:
             name TEXT PRIMARY KEY,
             paused INTEGER NOT NULL DEFAULT 0,
             paused_until TEXT,
+            pause_reason TEXT,
             throttled_until TEXT,
             throttle_reason TEXT,
             breaker TEXT NOT NULL DEFAULT 'closed' CHECK (breaker IN

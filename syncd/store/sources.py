@@ -9,8 +9,9 @@ from typing import Any
 from syncd.store.db import StoreBase
 
 SOURCE_COLUMNS = (
-    "paused", "paused_until", "throttled_until", "throttle_reason", "breaker", "failures",
-    "cooldown_until", "breaker_reason", "probe", "starts", "last_success", "last_failure",
+    "paused", "paused_until", "pause_reason", "throttled_until", "throttle_reason", "breaker",
+    "failures", "cooldown_until", "breaker_reason", "probe", "starts", "last_success",
+    "last_failure",
 )  # fmt: skip
 
 
