@@ -183,7 +183,7 @@ def status_block(status: Row, now: datetime) -> str:
 
 
 def held_sources(status: Row) -> list[str]:
-    """`source hubspot: open until ... (5 consecutive failures)` per source not ok."""
+    """`source crm: open until ... (5 consecutive failures)` per source not ok."""
     out = []
     for s in status.get("sources") or []:
         until = f" until {when(s['until'])}" if s.get("until") else ""

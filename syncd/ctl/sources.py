@@ -39,7 +39,7 @@ def sources() -> None:
     emit(call("sources"), render.sources_table)
 
 
-@main.group("source", epilog="Example: syncctl source pause hubspot --for 30m")
+@main.group("source", epilog="Example: syncctl source pause crm --for 30m")
 @common
 def source() -> None:
     """Pause, resume or reset one source."""
@@ -49,7 +49,7 @@ def _done(r: dict[str, Any]) -> str:
     return render.source_line(r["source"])
 
 
-@command(source, "pause", "syncctl source pause hubspot --for 30m")
+@command(source, "pause", "syncctl source pause crm --for 30m")
 @click.argument("source_name", metavar="NAME")
 @click.option(
     "--for",
@@ -63,14 +63,14 @@ def source_pause(source_name: str, for_: float | None) -> None:
     emit(call("source_pause", name=source_name, seconds=for_), _done)
 
 
-@command(source, "resume", "syncctl source resume hubspot")
+@command(source, "resume", "syncctl source resume crm")
 @click.argument("source_name", metavar="NAME")
 def source_resume(source_name: str) -> None:
     """End the source's pause."""
     emit(call("source_resume", name=source_name), _done)
 
 
-@command(source, "reset", "syncctl source reset hubspot")
+@command(source, "reset", "syncctl source reset crm")
 @click.argument("source_name", metavar="NAME")
 def source_reset(source_name: str) -> None:
     """Close the source's breaker and clear its throttle."""
