@@ -309,3 +309,12 @@ b = { argv = ["/bin/true"], max_deferrals = 0 }
     assert (src.rate, src.breaker) == (Rate(100, "hour"), Breaker(5, 2.5))
     assert src.rate is not None and src.rate.seconds == 3600 and str(src.rate) == "100/hour"
     assert (src.routes["a"].max_deferrals, src.routes["b"].max_deferrals) == (3, 0)
+
+
+def test_a_breaker_removed_from_the_config_no_longer_holds(store: Store, clock: FakeClock) -> None:
+    srcs = config(breaker=Breaker(1, 60))
+    s = guard(store, clock, srcs, EventBus())
+    s.finished(task(1), Status.FAILED, clock.now())
+    assert reasons(s, clock) == ["source_open"]
+    srcs["crm"] = config()["crm"]  # a reload without the breaker
+    assert reasons(s, clock) == [] and s.word("crm", clock.now()) == "ok"

@@ -9,6 +9,7 @@ its failure. Only the probe's outcome moves a half-open breaker."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -136,7 +137,10 @@ class Sources:
             if st is None:
                 return []
             edge = now - timedelta(seconds=src.rate.seconds)
-            return [t for t in st.starts if t > edge]
+            old = bisect.bisect_right(st.starts, edge)  # oldest first: drop what left the window
+            if old:
+                del st.starts[:old]
+            return st.starts
 
     def holds(self, now: datetime, running: Sequence[Task]) -> dict[str, list[Blocker]]:
         """The source-level blockers of every held source (the slots' `holds`)."""
@@ -212,7 +216,7 @@ class Sources:
             if rated:
                 assert src is not None and src.rate is not None
                 inside = self.window(task.source, now)
-                st.starts = [*self._trim(inside, src.rate.count - 1), now]
+                st.starts = [*self._trim(inside, src.rate.count - 1), now]  # a new list
             if st.breaker == HALF_OPEN and st.probe is None:
                 st.probe = task.id
                 self._changed(task.source, st, f"source {task.source} half-open: task {task.id}"
@@ -313,9 +317,17 @@ class Sources:
         if st.throttled_until is not None and st.throttled_until <= now:
             st.throttled_until, st.throttle_reason = None, None
             self._changed(name, st, f"source {name} no longer throttled")
+        if st.breaker != CLOSED and self._breaker_gone(name):
+            st.breaker, st.failures, st.cooldown_until, st.probe = CLOSED, 0, None, None
+            st.breaker_reason = None
+            self._changed(name, st, f"source {name} closed: it has no breaker configured any more")
         if st.breaker == OPEN and st.cooldown_until is not None and st.cooldown_until <= now:
             st.breaker, st.probe = HALF_OPEN, None
             self._changed(name, st, f"source {name} half-open: cooldown over, one task may start")
+
+    def _breaker_gone(self, name: str) -> bool:
+        src = self.config(name)
+        return src is None or src.breaker is None
 
     def _changed(self, name: str, st: SourceState, line: str) -> None:
         log.info("%s", line)
