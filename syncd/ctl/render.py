@@ -202,7 +202,7 @@ def sources_table(r: Row) -> str:
     """`sources`: limits, use of them, and the state with until-when and why."""
     rows = []
     for s in r.get("sources") or []:
-        rate = f"{s['starts_in_window']}/{s['rate']}" if s.get("rate") else "-"
+        rate = f"{s['starts_in_window']} of {s['rate']}" if s.get("rate") else "-"
         b = s.get("breaker")
         breaker = f"{s['consecutive_failures']}/{b['failures']}" if b else "-"
         rows.append((
@@ -414,6 +414,9 @@ def reload_text(r: Row, dry_run: bool) -> str:
 # -- explain, queue reasons, history summary, show with its rule (issue 6) ---------------------
 
 
+FROM_RUNS = {"route_running", "source_limit", "pool_full"}  # estimated from run durations
+
+
 def explain_full(task_id: int, r: Row, now: datetime) -> str:
     """`explain`: every reason, what blocks it, the start labelled as an estimate, any note."""
     lines = [f"task {task_id}: {r.get('reason')}: {r.get('message')}"]
@@ -427,9 +430,9 @@ def explain_full(task_id: int, r: Row, now: datetime) -> str:
     if start:
         left = since(start, now)
         rel = "now" if left is None or left > -1 else f"in about {duration(-left)}"
-        lines.append(
-            f"  estimated start: {when(start)} ({rel}; an estimate from the median of recent runs)"
-        )
+        words = {x.get("reason") for x in r.get("reasons") or [{"reason": r.get("reason")}]}
+        basis = "the median of recent runs" if words & FROM_RUNS else "when the hold lifts"
+        lines.append(f"  estimated start: {when(start)} ({rel}; an estimate from {basis})")
     if r.get("note"):
         lines.append(f"  note: {r['note']}")
     return "\n".join(lines)

@@ -84,7 +84,13 @@ class SourceState:
 
 
 def hhmm(when: datetime) -> str:
+    """The time of day in log lines (`cooldown until 14:32:05 UTC`)."""
     return when.strftime("%H:%M:%S UTC")
+
+
+def stamp(when: datetime | None) -> str:
+    """A full UTC time in messages an operator reads."""
+    return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class Sources:
@@ -160,19 +166,19 @@ class Sources:
             self._expire(name, st, now)
             out = []
             if st.paused:
-                until = f" until {iso(st.paused_until)}" if st.paused_until else ""
+                until = f" until {stamp(st.paused_until)}" if st.paused_until else ""
                 text = f"source {name} is paused{until} (syncctl source resume {name})"
                 out.append(Blocker(SOURCE_PAUSED, text, (), st.paused_until))
             if st.breaker == OPEN:
                 text = (f"source {name} is open ({st.breaker_reason}); one task is tried after "
-                        f"{iso(st.cooldown_until)}")  # fmt: skip
+                        f"{stamp(st.cooldown_until)}")  # fmt: skip
                 out.append(Blocker(SOURCE_OPEN, text, (), st.cooldown_until))
             elif st.breaker == HALF_OPEN and st.probe is not None:
                 probe = (st.probe,) if any(t.id == st.probe for t in running) else ()
                 text = f"source {name} is half-open: its probe task {st.probe} is running"
                 out.append(Blocker(SOURCE_OPEN, text, probe))
             if st.throttled_until is not None:
-                text = (f"source {name} is throttled until {iso(st.throttled_until)}"
+                text = (f"source {name} is throttled until {stamp(st.throttled_until)}"
                         f" ({st.throttle_reason or 'no reason given'})")  # fmt: skip
                 out.append(Blocker(SOURCE_THROTTLED, text, (), st.throttled_until))
             src = self.config(name)
@@ -183,7 +189,7 @@ class Sources:
                         seconds=src.rate.seconds
                     )
                     text = (f"source {name} used its rate of {src.rate} ({len(inside)} starts);"
-                            f" the next start is allowed at {iso(free)}")  # fmt: skip
+                            f" the next start is allowed at {stamp(free)}")  # fmt: skip
                     out.append(Blocker(RATE_LIMITED, text, (), free))
             return out
 
