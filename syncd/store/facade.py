@@ -136,12 +136,13 @@ class Store(SourceRows):
         retry: NewTask | None = None,
         requeue: NewTask | None = None,
         progress: str | None = None,
+        defer: NewTask | None = None,
     ) -> tuple[Task | None, Task | None]:
         """running → final status and its follow-up task, in one transaction; `progress`
         (the last progress line) is recorded in the same write, not a heartbeat of its own.
 
         Returns (finished task, follow-up); (None, None) when the task was not running."""
-        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress)
+        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress, defer)
         done, follow, _ = self.finish_and_claim(task_id, ending, None, "")
         return done, follow
 

@@ -193,3 +193,37 @@ def test_the_rate_window_holds_starts_and_survives_kill_9(
     assert source_row(d, "crm")["starts_in_window"] == 2
     assert d.call("explain", id=ids[2])["reason"] == "rate_limited"
     assert d.task(ids[2])["status"] == "queued"
+
+
+def test_syncctl_sources_and_source_commands(
+    make_daemon: Callable[..., DaemonProc],  # noqa: F811
+) -> None:
+    from click.testing import CliRunner
+
+    from syncd.ctl.main import main as syncctl
+
+    d = make_daemon({"crm": {"rate": "5/minute", "max_concurrent": 2, "routes": {"a": "a"}}})
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(syncctl, [*args, "--socket", str(d.socket)])
+        return result.exit_code, result.output
+
+    code, out = run("source", "pause", "crm", "--for", "1h30m")
+    assert code == 0 and out.startswith("source crm: paused until ") and "(paused by " in out
+    row = source_row(d, "crm")
+    assert at(row["until"]) - at(d.call("ping")["started_at"]) > timedelta(minutes=89)
+    code, out = run("sources")
+    header, line = out.splitlines()[:2]
+    assert header.split()[:4] == ["SOURCE", "STATE", "MAX", "RATE"]
+    assert line.split()[:6] == ["crm", "paused", "2", "0", "of", "5/minute"]
+    assert run("status")[1].rstrip().endswith(")") and "crm: paused until" in run("status")[1]
+    assert "Sources Held Back:" in run("monitor")[1]
+    code, out = run("sources", "--json")
+    assert code == 0 and '"state": "paused"' in out and '"queued": 0' in out
+    assert run("source", "resume", "crm") == (0, "source crm: ok\n")
+    assert run("source", "reset", "crm") == (0, "source crm: ok\n")
+    code, out = run("source", "pause", "crm", "--for", "soon")
+    assert code == 2 and "'soon' is not a duration" in out
+    code, out = run("source", "pause", "nope")
+    assert code == 1 and "unknown source 'nope' (known: crm)" in out
+    assert "source crm paused until" in d.stderr() and "source crm resumed by" in d.stderr()
