@@ -138,6 +138,10 @@ def test_throttle_pause_and_reset(store: Store, clock: FakeClock) -> None:
     held = s.hold("crm", clock.now(), [])
     assert [(b.reason, b.until) for b in held] == [("source_throttled", T0 + timedelta(seconds=30))]
     assert "HTTP 429" in held[0].message
+    assert s.next_change(clock.now()) == T0 + timedelta(seconds=30)
+    clock.advance(31)  # past, and not looked at yet (no pick): no deadline in the past
+    assert s.next_change(clock.now()) is None
+    clock.advance(-31)
     s.pause("crm", 60, "ops")
     s.finished(task(1), Status.FAILED, clock.now())
     assert reasons(s, clock) == ["source_paused", "source_open", "source_throttled"]

@@ -194,7 +194,7 @@ class Sources:
             return out
 
     def next_change(self, now: datetime) -> datetime | None:
-        """The soonest time a hold lifts by itself: when dispatch must look again."""
+        """The soonest future time a hold lifts by itself: when dispatch must look again."""
         with self.lock:
             times: list[datetime] = []
             for name, st in self.states.items():
@@ -206,7 +206,10 @@ class Sources:
                 if src is not None and src.rate is not None and len(inside) >= src.rate.count:
                     times.append(inside[len(inside) - src.rate.count]
                                  + timedelta(seconds=src.rate.seconds))  # fmt: skip
-            return min(times) if times else None
+            # A hold already past is lifted at the next pick; it must not make the loop spin
+            # while nothing picks (dispatch paused, pool full).
+            future = [t for t in times if t > now]
+            return min(future) if future else None
 
     # -- changes from the pool ------------------------------------------------------------
     def started(self, task: Task, now: datetime) -> None:
