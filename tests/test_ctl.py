@@ -122,7 +122,11 @@ REQUESTS = [
         "list",
         {"status": ["queued"], "source": "five9", "explain": True},
     ),
-    (["list-tasks", "--finished"], "list", {"status": ["completed", "failed", "cancelled"]}),
+    (
+        ["list-tasks", "--finished"],
+        "list",
+        {"status": ["completed", "failed", "cancelled", "deferred"]},
+    ),
     (["show", "812"], "get", {"id": 812}),
     (["cancel-task", "812", "9"], "cancel", {"ids": [812, 9]}),
     (["cancel", "812"], "cancel", {"ids": [812]}),

@@ -56,6 +56,10 @@ SPEC_OPS = [
     "explain",
     "prune",
     "watch",
+    "sources",
+    "source_pause",
+    "source_resume",
+    "source_reset",
 ]
 READ_ONLY = set(
     [
@@ -71,6 +75,7 @@ READ_ONLY = set(
         "config_get",
         "explain",
         "watch",
+        "sources",
     ]
 )
 
