@@ -20,7 +20,8 @@ from syncd.core.clock import FakeClock, iso
 from syncd.core.events import EventBus
 from syncd.core.models import NewTask, Status, Task
 from syncd.pool import slots
-from syncd.pool.dispatcher import Dispatcher, Outcome
+from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.policy import Outcome, exit_outcome
 from syncd.pool.sources import Sources
 from syncd.store.facade import Store
 from syncd.store.requests import Pick
@@ -322,3 +323,19 @@ def test_a_breaker_removed_from_the_config_no_longer_holds(store: Store, clock: 
     assert reasons(s, clock) == ["source_open"]
     srcs["crm"] = config()["crm"]  # a reload without the breaker
     assert reasons(s, clock) == [] and s.word("crm", clock.now()) == "ok"
+
+
+def test_exit_outcomes(tmp_path: Path) -> None:
+    route = loads_config(
+        '[sources.crm.routes]\na = { argv = ["/bin/true"], retry_backoff_seconds = 90 }\n',
+        base_dir=tmp_path, env={},
+    ).sources["crm"].routes["a"]  # fmt: skip
+    assert exit_outcome(0, None, route) == Outcome(Status.COMPLETED, 0, None)
+    assert exit_outcome(2, None, route) == Outcome(Status.FAILED, 2, "exit code 2")
+    assert exit_outcome(-9, None, route) == Outcome(Status.FAILED, -9, "killed by SIGKILL")
+    assert exit_outcome(75, None, route) == Outcome(
+        Status.DEFERRED, 75, "retry after 90s: exit code 75", 90.0
+    )
+    asked = exit_outcome(0, (12.5, "HTTP 503"), route)  # the line decides, whatever the exit
+    assert asked == Outcome(Status.DEFERRED, 0, "retry after 12.5s: HTTP 503", 12.5)
+    assert exit_outcome(1, (5, None), route).error == "retry after 5s: no reason given"

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from syncd.config.model import DaemonSettings, Route
 from syncd.config.routing import RouteTable
@@ -24,8 +21,9 @@ from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
-from syncd.core.models import NewTask, Status, Task, trigger_follow_up
+from syncd.core.models import Status, Task
 from syncd.pool import slots
+from syncd.pool.policy import Outcome, decide, exit_outcome
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
 from syncd.pool.sources import Sources
 from syncd.store.facade import Store
@@ -40,7 +38,6 @@ KILL_STALE = "stale"
 KILL_SHUTDOWN = "shutdown"
 
 PERSIST_RETRY_SECONDS = 1.0
-EX_TEMPFAIL = 75  # the exit code of a sync asking to be run later
 T = TypeVar("T")
 
 
@@ -60,25 +57,6 @@ class RunningTask:
     last_output: int = 0
     throttles_applied: int = 0  # `::throttle` lines of its output already applied
     thread: threading.Thread | None = field(default=None, repr=False)
-
-
-class Outcome(NamedTuple):
-    """How a task ended, before it is recorded."""
-
-    status: Status
-    exit_code: int | None
-    error: str | None
-    delay: float | None = None  # deferred: seconds until its follow-up may start
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
-    return f"exit code {code}"
 
 
 class Dispatcher:
@@ -343,23 +321,7 @@ class Dispatcher:
         assert code is not None
         if rt.kill_reason is not None:
             return self._killed(rt, code)
-        if child.log.retry_after is not None or code == EX_TEMPFAIL:
-            return self._deferred(rt, code, child.log.retry_after)
-        if code == 0:
-            return Outcome(Status.COMPLETED, 0, None)
-        return Outcome(Status.FAILED, code, describe_exit(code))
-
-    @staticmethod
-    def _deferred(rt: RunningTask, code: int, asked: tuple[float, str | None] | None) -> Outcome:
-        """The sync asked to be run later: `::retry-after SECONDS [reason]`, or exit 75
-        (after the route's retry_backoff_seconds)."""
-        if asked is not None:
-            seconds, why = asked
-        else:
-            seconds = rt.route.retry_backoff_seconds if rt.route is not None else 60.0
-            why = f"exit code {EX_TEMPFAIL}"
-        error = f"retry after {seconds:g}s: {why or 'no reason given'}"
-        return Outcome(Status.DEFERRED, code, error, seconds)
+        return exit_outcome(code, child.log.retry_after, rt.route)
 
     def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
         reason = rt.kill_reason
@@ -374,33 +336,23 @@ class Dispatcher:
         transaction and return it for the caller's thread to run (other free slots, if
         any, get threads of their own)."""
         task = rt.task
-        status, code, error, delay = outcome
         now = self.clock.now()
-        retry = requeue = defer = None
-        asked_later = status is Status.DEFERRED
-        if asked_later:
-            status, error, defer = self._defer(rt, error, delay or 0.0, now)
-            outcome = Outcome(status, code, error)
-        if asked_later:
-            pass  # deferred, or failed after too many deferrals: no retry either way
-        elif status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
-            if self.settings.on_shutdown.value == "requeue":
-                requeue = NewTask.follow_up(task, trigger_follow_up("requeue", task.id), front=True)
-        elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
-            backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
-            backoff *= 1 + random.uniform(0, 0.1)
-            retry = NewTask.follow_up(
-                task,
-                trigger_follow_up("retry", task.id),
-                attempt=task.attempt + 1,
-                not_before=iso(now + timedelta(seconds=backoff)),
-            )
+        decision = decide(
+            task,
+            rt.route,
+            outcome,
+            now,
+            shutdown=rt.kill_reason == KILL_SHUTDOWN,
+            requeue_on_shutdown=self.settings.on_shutdown.value == "requeue",
+            deferrals=lambda: self.store.deferral_depth(task),
+        )
+        status, code = decision.status, outcome.exit_code
+        outcome = Outcome(status, code, decision.error)
         progress = rt.child.log.progress if rt.child is not None else None
-        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress, defer)
+        ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
+                        decision.requeue, progress, decision.defer)  # fmt: skip
         self.apply_throttle(rt)
-        # A shutdown, or a sync that kept asking to be run later, says nothing of the API's health.
-        counts = rt.kill_reason != KILL_SHUTDOWN and not asked_later
-        self.sources.finished(task, status, now, counts=counts)
+        self.sources.finished(task, status, now, counts=decision.counts)
         admitted: list[RunningTask] = []
 
         def write() -> tuple[Task | None, Task | None]:
@@ -435,24 +387,6 @@ class Dispatcher:
                 log.warning("dispatch after task %d finished: %s", task.id, exc)
                 self.cond.notify_all()
         return admitted[0]
-
-    def _defer(
-        self, rt: RunningTask, error: str | None, delay: float, now: datetime
-    ) -> tuple[Status, str | None, NewTask | None]:
-        """The deferred task's follow-up (`defer:<id>`, same attempt: no retry is spent), or,
-        past the route's max_deferrals in a row, a failure with the reason."""
-        task = rt.task
-        assert error is not None
-        limit = rt.route.max_deferrals if rt.route is not None else 0
-        depth = self.store.deferral_depth(task)
-        if depth >= limit:
-            return Status.FAILED, f"deferred {depth} times in a row, giving up ({error})", None
-        follow = NewTask.follow_up(
-            task,
-            trigger_follow_up("defer", task.id),
-            not_before=iso(now + timedelta(seconds=delay)),
-        )
-        return Status.DEFERRED, error, follow
 
     def apply_throttle(self, rt: RunningTask) -> None:
         """A `::throttle SECONDS [reason]` line not applied yet holds the whole source back."""
