@@ -339,3 +339,17 @@ def test_exit_outcomes(tmp_path: Path) -> None:
     asked = exit_outcome(0, (12.5, "HTTP 503"), route)  # the line decides, whatever the exit
     assert asked == Outcome(Status.DEFERRED, 0, "retry after 12.5s: HTTP 503", 12.5)
     assert exit_outcome(1, (5, None), route).error == "retry after 5s: no reason given"
+
+
+def test_queued_per_source_counters_follow_every_change(store: Store, clock: FakeClock) -> None:
+    queue(store, "crm", 7)
+    queue(store, "erp", 3, batch=2)
+    assert store.queued_by_source() == {"crm": 7, "erp": 3}
+    crm = [t for t in store.tasks_with_status(Status.QUEUED) if t.source == "crm"]
+    assert store.transition(crm[0].id, Status.QUEUED, Status.RUNNING) is not None
+    store.cancel_queued([crm[1].id, crm[2].id], finished_at=iso(clock.now()))
+    with store._write("test") as conn:  # as prune would (queued rows are never pruned)
+        conn.execute("DELETE FROM tasks WHERE id = ?", (crm[3].id,))
+    truth = dict(store._read("SELECT source, count(*) FROM tasks WHERE status = 'queued'"
+                             " GROUP BY source"))  # fmt: skip
+    assert store.queued_by_source() == truth == {"crm": 3, "erp": 3}

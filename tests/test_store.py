@@ -817,6 +817,7 @@ def test_the_deferred_migration_keeps_rows_counters_and_ids(tmp_path: Path) -> N
     try:
         assert [t.id for t in s.tasks_with_status(Status.QUEUED)] == [1]
         assert s.counts() == {"queued": 1, "running": 0}
+        assert s.queued_by_source() == {"crm": 1}  # counted once by the migration
         assert s.max_id() == 4
         task, _ = s.enqueue(new())
         assert task.id == 5

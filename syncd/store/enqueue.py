@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,12 @@ class Batch:
             self.conn.executemany(_INSERT_QUEUED, [_queued_row(*p) for p in self.pending])
             self.conn.execute(
                 "UPDATE task_counts SET n = n + ? WHERE status = 'queued'", (len(self.pending),)
+            )
+            per_source = Counter(p[0].source for p in self.pending)  # queued per source, too
+            self.conn.executemany(
+                "INSERT INTO source_counts (source, queued) VALUES (?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET queued = queued + excluded.queued",
+                list(per_source.items()),
             )
             self.pending.clear()
         if self.dirty:

@@ -135,6 +135,29 @@ def _v2(conn: sqlite3.Connection) -> None:
         "CREATE INDEX tasks_source_queue ON tasks(source, priority, queue_order, id, route,"
         " not_before) WHERE status = 'queued'"
     )
+    # Queued tasks per source, kept like task_counts (inserts add theirs once per batch), so
+    # the sources view stays O(sources) at a million queued.
+    conn.execute("CREATE TABLE source_counts (source TEXT PRIMARY KEY, queued INTEGER NOT NULL)")
+    conn.execute(
+        "INSERT INTO source_counts (source, queued)"
+        " SELECT source, count(*) FROM tasks WHERE status = 'queued' GROUP BY source"
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER tasks_source_count_update AFTER UPDATE OF status ON tasks
+        WHEN OLD.status = 'queued' AND NEW.status <> 'queued' BEGIN
+            UPDATE source_counts SET queued = queued - 1 WHERE source = OLD.source;
+        END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER tasks_source_count_delete AFTER DELETE ON tasks
+        WHEN OLD.status = 'queued' BEGIN
+            UPDATE source_counts SET queued = queued - 1 WHERE source = OLD.source;
+        END
+        """
+    )
     conn.execute(
         """
         CREATE TABLE source_state (
