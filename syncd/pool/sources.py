@@ -231,7 +231,7 @@ class Sources:
                 self._changed(task.source, st, f"source {task.source} half-open: task {task.id}"
                               " is its probe")  # fmt: skip
             else:
-                self._save(task.source, st)
+                self._save(task.source, st, durable=False)
 
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
@@ -348,10 +348,10 @@ class Sources:
         except Exception:
             log.exception("publishing the state of source %s failed", name)
 
-    def _save(self, name: str, st: SourceState) -> None:
+    def _save(self, name: str, st: SourceState, *, durable: bool = True) -> None:
         """Persist; a failed write is logged, never raised: the pool goes on with the state
         in memory, and the next change writes it all again."""
         try:
-            self.store.put_source_state(name, st.row())
+            self.store.put_source_state(name, st.row(), durable=durable)
         except SyncdError as exc:
             log.warning("source %s: state not saved: %s", name, exc.message)

@@ -28,15 +28,18 @@ class SourceRows(StoreBase):
             out[row[0]] = values
         return out
 
-    def put_source_state(self, name: str, state: dict[str, Any]) -> None:
-        """Replace the row of `name` with `state` (every column of SOURCE_COLUMNS)."""
+    def put_source_state(self, name: str, state: dict[str, Any], *, durable: bool = True) -> None:
+        """Replace the row of `name` with `state` (every column of SOURCE_COLUMNS).
+
+        `durable=False` (a start added to the rate window) commits without the fsync: it
+        survives a crash of the daemon, and the task's finish, a FULL commit, syncs it."""
         values = dict(state)
         values["paused"] = int(bool(values["paused"]))
         values["starts"] = json.dumps(values["starts"])
         cols = ", ".join(SOURCE_COLUMNS)
         marks = ", ".join("?" for _ in SOURCE_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
-        with self._write("source_state") as conn:
+        with self._write("source_state", this_boot_only=not durable) as conn:
             conn.execute(
                 f"INSERT INTO source_state (name, {cols}) VALUES (?, {marks})"
                 f" ON CONFLICT (name) DO UPDATE SET {updates}",
