@@ -133,12 +133,14 @@ def remaining(snap: Snapshot, durations: Durations, tasks: Iterable[Task]) -> li
     return out
 
 
-def estimate(d: Daemon, snap: Snapshot, task: Task, b: slots.Blocker) -> datetime | None:
+def estimate(
+    d: Daemon, snap: Snapshot, durations: Durations, task: Task, b: slots.Blocker
+) -> datetime | None:
     """When this one reason should stop holding the task back (None: no estimate)."""
-    durations = Durations(d)
     if b.reason == slots.PAUSED:
         return None
-    if b.reason in (slots.ROUTE_RUNNING, slots.SOURCE_LIMIT):
+    waits_for_runs = b.reason in (slots.ROUTE_RUNNING, slots.SOURCE_LIMIT)
+    if waits_for_runs or (b.reason == slots.SOURCE_OPEN and b.blocking):  # a half-open probe
         left = remaining(snap, durations, [t for t in snap.running if t.id in b.blocking])
         return snap.now + timedelta(seconds=min(left)) if left else None
     if b.reason != slots.POOL_FULL:
@@ -186,8 +188,9 @@ def explain(d: Daemon, task: Task) -> dict[str, Any]:
     start: datetime | None = None
     if task.status is Status.QUEUED:
         starts = []
+        durations = Durations(d)
         for b in slots.blockers(snap.view, task):
-            when = estimate(d, snap, task, b)
+            when = estimate(d, snap, durations, task, b)
             starts.append(when)
             rows.append({"reason": b.reason, "message": b.message, "blocking": list(b.blocking),
                          "estimated_start": iso(when) if when is not None else None})  # fmt: skip
