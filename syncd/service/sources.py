@@ -50,12 +50,14 @@ def until_and_why(state: str, st: SourceState) -> tuple[datetime | None, str | N
 
 
 def describe(d: Daemon, *, queued: bool = True) -> list[dict[str, Any]]:
-    """One row per configured source, by name. `queued` counts the queue per source (a
-    count over the queue: left out where only the states are wanted)."""
+    """One row per configured source, by name: `state` is the first hold that applies,
+    `holds` every reason word holding its tasks back now (the eligibility rule's). `queued`
+    (from counters) is left out where only the states are wanted."""
     disp = d.dispatcher
     now = d.clock.now()
     with disp.cond:
-        running = [rt.task.source for rt in disp.running.values()]
+        tasks = [rt.task for rt in disp.running.values()]
+    running = [t.source for t in tasks]
     per_source = d.store.queued_by_source() if queued else {}
     rows = []
     for src in disp.routes.sources():
@@ -81,6 +83,7 @@ def describe(d: Daemon, *, queued: bool = True) -> list[dict[str, Any]]:
             "state": state,
             "until": iso(until),
             "reason": why,
+            "holds": [b.reason for b in disp.sources.hold(name, now, tasks)],
             "last_success": st.last_success,
             "last_failure": st.last_failure,
         }

@@ -167,6 +167,7 @@ def test_an_open_breaker_survives_kill_9_and_a_manual_pause_holds_too(
     assert d.call("explain", id=waiting)["reason"] == "source_open"
     # Pause on top of the open breaker: explain names both; reset leaves the pause.
     d.call("source_pause", name="crm", seconds=600)
+    assert source_row(d, "crm")["holds"] == ["source_paused", "source_open"]
     r = d.call("explain", id=waiting)
     assert [x["reason"] for x in r["reasons"]] == ["source_paused", "source_open"]
     d.call("source_reset", name="crm")
