@@ -353,3 +353,18 @@ def test_queued_per_source_counters_follow_every_change(store: Store, clock: Fak
     truth = dict(store._read("SELECT source, count(*) FROM tasks WHERE status = 'queued'"
                              " GROUP BY source"))  # fmt: skip
     assert store.queued_by_source() == truth == {"crm": 3, "erp": 3}
+
+
+def test_a_reload_reports_a_changed_rate_or_breaker(tmp_path: Path) -> None:
+    from syncd.config.diff import diff_configs
+
+    base = '[sources.crm]\n{}\n[sources.crm.routes]\na = {{ argv = ["/bin/true"] }}\n'
+    old = loads_config(base.format('rate = "5/minute"'), base_dir=tmp_path, env={})
+    new = loads_config(base.format('rate = "6/minute"'), base_dir=tmp_path, env={})
+    assert diff_configs(old, new)["changed"] == ["source crm"]
+    again = loads_config(
+        base.format('rate = "5/minute"\nbreaker = { failures = 2, cooldown_minutes = 1 }'),
+        base_dir=tmp_path, env={},
+    )  # fmt: skip
+    assert diff_configs(old, again)["changed"] == ["source crm"]
+    assert diff_configs(old, old)["changed"] == []
