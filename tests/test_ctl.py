@@ -122,7 +122,11 @@ REQUESTS = [
         "list",
         {"status": ["queued"], "source": "five9", "explain": True},
     ),
-    (["list-tasks", "--finished"], "list", {"status": ["completed", "failed", "cancelled"]}),
+    (
+        ["list-tasks", "--finished"],
+        "list",
+        {"status": ["completed", "failed", "cancelled", "deferred"]},
+    ),
     (["show", "812"], "get", {"id": 812}),
     (["cancel-task", "812", "9"], "cancel", {"ids": [812, 9]}),
     (["cancel", "812"], "cancel", {"ids": [812]}),
@@ -569,3 +573,15 @@ def test_daemon_gone_mid_stream_exits_3(fake: FakeDaemon) -> None:
     assert result.exit_code == 3
     assert result.stdout == "a\n"
     assert "closed the connection" in result.stderr
+
+
+def test_watch_prints_source_events_by_their_message(fake: FakeDaemon) -> None:
+    message = "source crm opened: 5 consecutive failures, cooldown until 14:32:00 UTC"
+    fake.streams["watch"] = [
+        ({"event": "source", "at": "2025-09-29T14:22:00Z", "source": "crm", "message": message},
+         False),
+    ]  # fmt: skip
+    result = run(fake, "watch", "--events", "source")
+    assert result.exit_code == 0, result.output
+    assert fake.last("watch") == {"events": ["source"]}
+    assert result.stdout == f"2025-09-29T14:22:00Z {message}\n"

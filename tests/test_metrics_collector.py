@@ -130,3 +130,14 @@ def test_migration_counts_the_queue_already_there(tmp_path: Path) -> None:
         assert store.queued_by_source() == {"crm": 2, "erp": 1}
     finally:
         store.close()
+
+
+def test_a_deferred_end_is_counted_and_charted() -> None:
+    clock = FakeClock(T0 + timedelta(minutes=5))
+    m = Metrics(clock)
+    m.observe_task(task(Status.DEFERRED))
+    finished = m.snapshot()["counters"]["syncd_tasks_finished_total"]["samples"]
+    assert [(s["labels"]["status"], s["value"]) for s in finished] == [("deferred", 1)]
+    buckets = m.series()["buckets"]
+    assert sum(b["deferred"] for b in buckets) == 1
+    assert sum(b["completed"] + b["failed"] + b["cancelled"] for b in buckets) == 0

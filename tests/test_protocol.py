@@ -61,6 +61,10 @@ SPEC_OPS = [
     "freshness",
     "metrics",
     "series",
+    "sources",
+    "source_pause",
+    "source_resume",
+    "source_reset",
 ]
 READ_ONLY = set(
     [
@@ -79,6 +83,7 @@ READ_ONLY = set(
         "explain",
         "watch",
         "freshness",
+        "sources",
     ]
 )
 

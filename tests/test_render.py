@@ -298,3 +298,43 @@ def test_times_are_shown_in_local_time_with_the_zone(monkeypatch: pytest.MonkeyP
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_explain_lists_every_reason_and_sources_are_rendered() -> None:
+    exp = {
+        "reason": "source_paused",
+        "message": "source crm is paused (syncctl source resume crm)",
+        "blocking": [],
+        "reasons": [
+            {"reason": "source_paused", "message": "source crm is paused (...)", "blocking": []},
+            {"reason": "source_limit", "message": "source crm is at its limit of 1 (task 3)",
+             "blocking": [3]},
+        ],
+        "estimated_start": "2025-09-29T16:00:00Z",
+    }  # fmt: skip
+    now = datetime(2025, 9, 29, 15, 57, 45, tzinfo=timezone.utc)
+    assert render.explain_full(9, exp, now).splitlines()[1:] == [
+        "  and source_limit: source crm is at its limit of 1 (task 3)",
+        "    blocked by: 3",
+        "  estimated start: 2025-09-29 16:00:00 UTC"
+        " (in about 2m 15s; an estimate from the median of recent runs)",
+    ]
+    timed = {**exp, "reasons": exp["reasons"][:1]}  # type: ignore[index]
+    assert render.explain_full(9, timed, now).endswith("an estimate from when the hold lifts)")
+    row = {
+        "name": "crm", "state": "open", "max_concurrent": 1, "rate": "10/minute",
+        "starts_in_window": 4, "breaker": {"failures": 5, "cooldown_minutes": 10},
+        "consecutive_failures": 5, "running": 0, "queued": 12,
+        "until": "2025-09-29T16:10:00Z", "reason": "5 consecutive failures",
+        "last_success": None, "last_failure": "2025-09-29T16:00:00Z",
+    }  # fmt: skip
+    lines = render.sources_table({"sources": [row]}).splitlines()
+    assert lines[0].split()[:8] == ["SOURCE", "STATE", "MAX", "RATE", "FAILS", "RUNNING",
+                                    "QUEUED", "UNTIL"]  # fmt: skip
+    assert lines[1].split()[:9] == ["crm", "open", "1", "4", "of", "10/minute", "5/5", "0", "12"]
+    held = {"sources": [{k: row[k] for k in ("name", "state", "until", "reason")}]}
+    block = render.status_block({"state": "available", **held}, now)
+    assert block.endswith(
+        "Sources held back:\n  crm: open until 2025-09-29 16:10:00 UTC (5 consecutive failures)"
+    )
+    assert "Sources Held Back:\n  - crm: open" in render.monitor_block(held, now)

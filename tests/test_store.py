@@ -786,6 +786,48 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, start: int) -> None
     again.close()
 
 
+def test_the_deferred_migration_keeps_rows_counters_and_ids(tmp_path: Path) -> None:
+    """v1 -> v2 rebuilds the tasks table (its status CHECK gains `deferred`): rows, the
+    per-status counters, the id sequence (deleted ids are never reused) and the indexes and
+    triggers all carry over."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(conn, target=1)
+    conn.close()
+    # A v1 file with rows, written through a store of that schema: the v2 columns are unused.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO tasks (source, sync_type, route, argv, params, priority, status,"
+        ' "trigger", submitted_at, queue_order) VALUES (?, ?, ?, ?, ?, 5, ?, ?, ?, ?)',
+        [("crm", "a", "a", '["x"]', "{}", st, "manual", "2026-01-01T00:00:00Z", i)
+         for i, st in enumerate(["queued", "failed", "completed", "queued"])],
+    )  # fmt: skip
+    conn.execute("UPDATE task_counts SET n = 2 WHERE status = 'queued'")
+    conn.execute("DELETE FROM tasks WHERE id = 4")  # the highest id is gone, not forgotten
+    conn.close()
+    s = Store.open(path)
+    try:
+        assert [t.id for t in s.tasks_with_status(Status.QUEUED)] == [1]
+        assert s.counts() == {"queued": 1, "running": 0}
+        assert s.queued_by_source() == {"crm": 1}  # counted once by the migration
+        assert s.max_id() == 4
+        task, _ = s.enqueue(new())
+        assert task.id == 5
+        running = s.transition(task.id, Status.QUEUED, Status.RUNNING)
+        assert running is not None
+        later = NewTask.follow_up(running, f"defer:{task.id}", not_before=at(60))
+        done, follow = s.finish(
+            task.id, Status.DEFERRED, finished_at=at(1), exit_code=75, error="x", defer=later
+        )
+        assert done is not None and done.status is Status.DEFERRED
+        assert follow is not None and (follow.trigger, follow.not_before) == ("defer:5", at(60))
+        assert raw(s, "SELECT n FROM task_counts WHERE status = 'deferred'") == [(1,)]
+        names = {r[0] for r in raw(s, "SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'")}
+        assert {"tasks_queue", "tasks_source_queue", "tasks_count_update"} <= names
+    finally:
+        s.close()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "syncd.db"
     Store.open(path).close()

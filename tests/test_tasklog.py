@@ -340,3 +340,21 @@ def test_remove_log_takes_crash_leftovers_too(tmp_path: Path) -> None:
     assert remove_log(path) == expected
     assert list(tmp_path.iterdir()) == []
     assert remove_log(path) == 0
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096])
+def test_retry_after_and_throttle_lines_in_any_chunking(tmp_path: Path, step: int) -> None:
+    out = (
+        b"working\n::progress 10%\n::throttle 30 HTTP 429 from /deals\nmore\n"
+        b"::retry-after soon\n::retry-after -5 negative\n::throttle nan\n"  # ignored
+        b"::progressive not a directive\n::retry-after 120   HTTP 503 maintenance  \n"
+        b"::throttle 45\ntail"
+    )
+    log = TaskLog(tmp_path / "1.log", 1 << 20)
+    for i in range(0, len(out), step):
+        log.write(out[i : i + step])
+    log.close()
+    assert log.progress == "10%"
+    assert log.retry_after == (120.0, "HTTP 503 maintenance")
+    assert (log.throttle, log.throttles) == ((45.0, None), 2)
+    assert (tmp_path / "1.log").read_bytes() == out  # the lines stay in the log too

@@ -15,7 +15,8 @@ RESTART_ONLY = ("socket", "socket_mode", "state_dir")
 def _items(cfg: Config) -> dict[str, Any]:
     items: dict[str, Any] = {}
     for name, source in cfg.sources.items():
-        items[f"source {name}"] = (source.max_concurrent, source.fallback)
+        items[f"source {name}"] = (source.max_concurrent, source.fallback, source.rate,
+                                   source.breaker)  # fmt: skip
         for sync_type, route in source.routes.items():
             items[f"route {name}.{sync_type}"] = repr(route)
     for schedule in cfg.schedules:

@@ -102,6 +102,33 @@ class Route:
     key_path: str  # e.g. "sources.crm.routes.contacts", for messages
     freshness_minutes: float | None = None  # stale when the last success started longer ago
     watermark_default: str | None = None  # what WATERMARKS become before any success
+    max_deferrals: int = 5  # deferrals in a row before the task fails
+
+
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `count` starts of a source's tasks in any window of `seconds`."""
+
+    count: int
+    unit: str
+
+    @property
+    def seconds(self) -> int:
+        return RATE_UNITS[self.unit]
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.unit}"
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """Open after `failures` failed attempts in a row; try one task after the cooldown."""
+
+    failures: int
+    cooldown_minutes: float
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,8 @@ class Source:
     max_concurrent: int | None
     fallback: str | None
     routes: Mapping[str, Route]
+    rate: Rate | None = None
+    breaker: Breaker | None = None
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,26 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from syncd.config.model import WATERMARKS, DaemonSettings, Route, Source
+from syncd.config.model import (
+    RATE_UNITS,
+    WATERMARKS,
+    Breaker,
+    DaemonSettings,
+    Rate,
+    Route,
+    Source,
+)
 from syncd.config.toml import Checker, join
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # source names and sync types, after lower()
 INHERITED = (
     "command_prefix", "cwd", "env", "env_file", "timeout_minutes", "retries",
     "retry_backoff_seconds", "allowed_params", "priority", "freshness_minutes",
-    "watermark_default",
+    "watermark_default", "max_deferrals",
 )  # fmt: skip
-SOURCE_ONLY = ("max_concurrent", "fallback", "routes")
+SOURCE_ONLY = ("max_concurrent", "fallback", "routes", "rate", "breaker")
+DEFAULT_MAX_DEFERRALS = 5
+RATE_RE = re.compile(r"\s*([0-9]+)\s*/\s*([a-z]+)\s*")
 DEFAULT_TIMEOUT_MINUTES = 120.0
 DEFAULT_BACKOFF_SECONDS = 60.0
 
@@ -62,6 +72,8 @@ class RouteBuilder:
                 value = c.positive(kpath, v)
             elif key == "watermark_default":
                 value = c.argv_word(kpath, v)
+            elif key == "max_deferrals":
+                value = c.integer(kpath, v, 0, None)
             else:
                 value = c.integer(kpath, v, 0, 9)
             if value is not None:
@@ -111,7 +123,41 @@ class RouteBuilder:
                         f"{path}.fallback",
                         f"{text!r} is not a route of source {name!r} (routes: {known})",
                     )
-        return Source(name, max_concurrent, fallback, MappingProxyType(routes))
+        rate = self.rate(f"{path}.rate", table["rate"]) if "rate" in table else None
+        breaker = self.breaker(f"{path}.breaker", table["breaker"]) if "breaker" in table else None
+        return Source(name, max_concurrent, fallback, MappingProxyType(routes), rate, breaker)
+
+    def rate(self, path: str, raw: Any) -> Rate | None:
+        """`"N/unit"`: at most N starts in any window of one unit."""
+        units = "|".join(RATE_UNITS)
+        match = RATE_RE.fullmatch(raw) if isinstance(raw, str) else None
+        if match is None or match.group(2) not in RATE_UNITS:
+            self.c.error(path, f'expected "N/{units}", got {self.c.show(raw)}')
+            return None
+        count = int(match.group(1))
+        if count < 1:
+            self.c.error(path, f"{raw!r}: N must be at least 1")
+            return None
+        return Rate(count, match.group(2))
+
+    def breaker(self, path: str, raw: Any) -> Breaker | None:
+        """`{ failures = N, cooldown_minutes = M }`, both required."""
+        c = self.c
+        table = c.table(path, raw)
+        if table is None:
+            return None
+        c.keys(path, table, ("failures", "cooldown_minutes"))
+        for key in ("failures", "cooldown_minutes"):
+            if key not in table:
+                c.error(path, f"missing key {key!r}")
+        failures = cooldown = None
+        if "failures" in table:
+            failures = c.integer(f"{path}.failures", table["failures"], 1, None)
+        if "cooldown_minutes" in table:
+            cooldown = c.positive(f"{path}.cooldown_minutes", table["cooldown_minutes"])
+        if failures is None or cooldown is None:
+            return None
+        return Breaker(failures, cooldown)
 
     def route(self, source: str, stype: str, path: str, raw: Any, inherited: Layer) -> Route | None:
         c = self.c
@@ -160,6 +206,7 @@ class RouteBuilder:
             key_path=path,
             freshness_minutes=value(merged, "freshness_minutes", None),
             watermark_default=value(merged, "watermark_default", None),
+            max_deferrals=value(merged, "max_deferrals", DEFAULT_MAX_DEFERRALS),
         )
 
     def check_executable(self, path: str, argv0: str, cwd: Path | None, search: str) -> None:

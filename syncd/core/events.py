@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Collection, Iterator
 from typing import Any
 
-EVENT_KINDS = ("task", "pool", "schedule", "config")
+EVENT_KINDS = ("task", "pool", "schedule", "config", "source")
 MAX_BUFFERED_BYTES = 256 * 1024
 IDLE_TICK_SECONDS = 0.5
 

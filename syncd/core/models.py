@@ -14,16 +14,18 @@ class Status(str, Enum):
     COMPLETED = "completed"  # the process exited 0
     FAILED = "failed"  # non-zero exit, signal, timeout, stale, spawn error, lost
     CANCELLED = "cancelled"  # an operator cancelled it
+    DEFERRED = "deferred"  # the sync asked to be run later; its follow-up (defer:<id>) carries on
 
 
-FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.DEFERRED})
 FINAL_NAMES = tuple(s.value for s in Status if s in FINAL)  # in declaration order, for CLIs
 
 # Every allowed status change; anything else is refused by the store's compare-and-set.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.DEFERRED}),
     Status.COMPLETED: frozenset(),
+    Status.DEFERRED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
@@ -108,7 +110,7 @@ def trigger_schedule(name: str) -> str:
 
 
 def trigger_follow_up(kind: str, task_id: int) -> str:
-    """A task queued by the end of another: `retry:<id>` or `requeue:<id>`."""
+    """A task queued by the end of another: `retry:<id>`, `requeue:<id>` or `defer:<id>`."""
     return f"{kind}:{task_id}"
 
 

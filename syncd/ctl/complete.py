@@ -93,6 +93,7 @@ COMPLETERS: dict[str, Completer] = {
     "task_id": complete_task_ids,
     "task_ids": complete_task_ids,
     "source": complete_sources,
+    "source_name": complete_sources,
     "sync_type": complete_sync_types,
     "name": complete_schedules,
 }

@@ -3,11 +3,11 @@ daemon-backed shell completion."""
 
 from __future__ import annotations
 
-from syncd.ctl import freshness, pool, routes, tasks, watch
+from syncd.ctl import freshness, pool, routes, sources, tasks, watch
 from syncd.ctl.app import main
 from syncd.ctl.complete import attach_completers
 
-COMMAND_MODULES = (pool, tasks, routes, watch, freshness)
+COMMAND_MODULES = (pool, tasks, routes, sources, watch, freshness)
 attach_completers(main)
 
 __all__ = ["main"]

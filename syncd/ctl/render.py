@@ -111,6 +111,9 @@ def monitor_block(status: Row, now: datetime) -> str:
         f"  Active: {status.get('active')} tasks",
         f"  Queued: {status.get('queued')} tasks",
     ]
+    held = held_sources(status)
+    if held:
+        lines += ["", "Sources Held Back:", *(f"  - {line}" for line in held)]
     active = status.get("active_tasks") or []
     if active:
         lines += ["", "Active Tasks:"]
@@ -143,6 +146,9 @@ def status_block(status: Row, now: datetime) -> str:
         f"Utilization:  {percent(float(status.get('utilization') or 0) * 100)}",
         f"Paused:       {cell(bool(status.get('paused')))}",
     ]
+    held = held_sources(status)
+    if held:
+        lines += ["", "Sources held back:", *(f"  {line}" for line in held)]
     rows: list[tuple[Any, ...]]
     if "active_tasks" in status:
         rows = [
@@ -174,6 +180,42 @@ def status_block(status: Row, now: datetime) -> str:
         headers = ["ID", "SYNC", "PRIORITY", "WAITING", "TRIGGER"]
         lines.append(indent(table(headers, rows)) if rows else "  none")
     return "\n".join(lines)
+
+
+def held_sources(status: Row) -> list[str]:
+    """`source crm: open until ... (5 consecutive failures)` per source not ok."""
+    out = []
+    for s in status.get("sources") or []:
+        until = f" until {when(s['until'])}" if s.get("until") else ""
+        why = f" ({s['reason']})" if s.get("reason") else ""
+        out.append(f"{s['name']}: {s['state']}{until}{why}")
+    return out
+
+
+def source_line(s: Row) -> str:
+    until = f" until {when(s['until'])}" if s.get("until") else ""
+    why = f" ({s['reason']})" if s.get("reason") else ""
+    return f"source {s['name']}: {s['state']}{until}{why}"
+
+
+def sources_table(r: Row) -> str:
+    """`sources`: limits, use of them, and the state with until-when and why."""
+    rows = []
+    for s in r.get("sources") or []:
+        rate = f"{s['starts_in_window']} of {s['rate']}" if s.get("rate") else "-"
+        b = s.get("breaker")
+        breaker = f"{s['consecutive_failures']}/{b['failures']}" if b else "-"
+        rows.append((
+            s["name"], s.get("state"), cell(s.get("max_concurrent")), rate, breaker,
+            s.get("running"), s.get("queued"), when(s.get("until")) if s.get("until") else "-",
+            s.get("reason"), when(s.get("last_success")) if s.get("last_success") else "-",
+            when(s.get("last_failure")) if s.get("last_failure") else "-",
+        ))  # fmt: skip
+    if not rows:
+        return "no sources"
+    headers = ["SOURCE", "STATE", "MAX", "RATE", "FAILS", "RUNNING", "QUEUED", "UNTIL",
+               "WHY", "LAST SUCCESS", "LAST FAILURE"]  # fmt: skip
+    return table(headers, rows)
 
 
 def indent(text: str, prefix: str = "  ") -> str:
@@ -384,18 +426,25 @@ def reload_text(r: Row, dry_run: bool) -> str:
 # -- explain, queue reasons, history summary, show with its rule (issue 6) ---------------------
 
 
+FROM_RUNS = {"route_running", "source_limit", "pool_full"}  # estimated from run durations
+
+
 def explain_full(task_id: int, r: Row, now: datetime) -> str:
-    """`explain`: the reason, what blocks it, the start labelled as an estimate, any note."""
+    """`explain`: every reason, what blocks it, the start labelled as an estimate, any note."""
     lines = [f"task {task_id}: {r.get('reason')}: {r.get('message')}"]
     if r.get("blocking"):
         lines.append(f"  blocked by: {cell(r['blocking'])}")
+    for more in (r.get("reasons") or [])[1:]:  # every other reason holding it back
+        lines.append(f"  and {more.get('reason')}: {more.get('message')}")
+        if more.get("blocking"):
+            lines.append(f"    blocked by: {cell(more['blocking'])}")
     start = r.get("estimated_start")
     if start:
         left = since(start, now)
         rel = "now" if left is None or left > -1 else f"in about {duration(-left)}"
-        lines.append(
-            f"  estimated start: {when(start)} ({rel}; an estimate from the median of recent runs)"
-        )
+        words = {x.get("reason") for x in r.get("reasons") or [{"reason": r.get("reason")}]}
+        basis = "the median of recent runs" if words & FROM_RUNS else "when the hold lifts"
+        lines.append(f"  estimated start: {when(start)} ({rel}; an estimate from {basis})")
     if r.get("note"):
         lines.append(f"  note: {r['note']}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from syncd.core.events import EVENT_KINDS
 from syncd.ctl.app import client, command, main, want_json
 
 
@@ -16,7 +17,7 @@ from syncd.ctl.app import client, command, main, want_json
     "--events",
     "kinds",
     multiple=True,
-    type=click.Choice(["task", "pool", "schedule", "config"]),
+    type=click.Choice(list(EVENT_KINDS)),
     help="only these event kinds (repeatable); default all",
 )
 def watch(kinds: tuple[str, ...]) -> None:
@@ -39,4 +40,6 @@ def _event_line(event: dict[str, Any]) -> str:
     if kind == "pool" and event.get("status"):
         s = event["status"]
         return f"{at} pool running={s.get('running')} queued={s.get('queued')}"
+    if kind == "source" and event.get("message"):
+        return f"{at} {event['message']}"  # `source crm opened: 5 consecutive failures, ...`
     return f"{at} {kind}"

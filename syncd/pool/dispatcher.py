@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from syncd.config.model import DaemonSettings, Route
 from syncd.config.routing import RouteTable
@@ -25,9 +22,12 @@ from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
-from syncd.core.models import NewTask, Status, Task, trigger_follow_up
+from syncd.core.models import Status, Task
+from syncd.pool import slots
+from syncd.pool.policy import Outcome, decide, describe_exit, exit_outcome
 from syncd.pool.procs import STORE_ID_VAR
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.pool.sources import Sources
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
@@ -57,25 +57,8 @@ class RunningTask:
     last_cpu: float = 0.0
     last_io: int = 0
     last_output: int = 0
+    throttles_applied: int = 0  # `::throttle` lines of its output already applied
     thread: threading.Thread | None = field(default=None, repr=False)
-
-
-class Outcome(NamedTuple):
-    """How a task ended, before it is recorded."""
-
-    status: Status
-    exit_code: int | None
-    error: str | None
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
-    return f"exit code {code}"
 
 
 class Dispatcher:
@@ -108,6 +91,7 @@ class Dispatcher:
         self.store_id = store.store_id()  # in every child's environment (reconcile finds it)
         self.log_dir = paths.log_dir(settings.state_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.sources = Sources(store, clock, events, lambda name: self.routes.source(name))
 
     # -- settings ---------------------------------------------------------------------------
     @property
@@ -188,22 +172,30 @@ class Dispatcher:
             raise
         return kept
 
+    def view(self, finishing: int | None = None) -> slots.View:
+        """The pool as the eligibility rule sees it (the task `finishing` no longer counts).
+        Caller holds `cond`."""
+        running = [rt.task for rt in self.running.values() if rt.task.id != finishing]
+        now = self.clock.now()
+        return slots.View(
+            now=now,
+            paused=self.paused,
+            max_workers=self.max_workers,
+            running=running,
+            limit=self._limit,
+            holds=self.sources.holds(now, running),
+            stopping=self.stopping,
+        )
+
+    def _limit(self, source: str) -> int | None:
+        src = self.routes.source(source)
+        return src.max_concurrent if src is not None else None
+
     def _pick(self, finishing: int | None = None) -> Pick | None:
-        """What the next claim may take given the running tasks (the one `finishing` no
-        longer counts); None when no slot is free. Caller holds `cond`."""
-        others = [rt for rt in self.running.values() if rt.task.id != finishing]
-        if self.paused or self.stopping or len(others) >= self.max_workers:
+        """What the next claim may take; None when no task may start. Caller holds `cond`."""
+        if self.paused or self.stopping:  # the cheap common refusal, before building a view
             return None
-        per_source: dict[str, int] = {}
-        for rt in others:
-            per_source[rt.task.source] = per_source.get(rt.task.source, 0) + 1
-        full_sources = set()
-        for name, count in per_source.items():
-            src = self.routes.source(name)
-            if src is not None and src.max_concurrent is not None and count >= src.max_concurrent:
-                full_sources.add(name)
-        busy_routes = {(rt.task.source, rt.task.route) for rt in others}
-        return Pick(iso(self.clock.now()), full_sources, busy_routes)
+        return slots.pick(self.view(finishing))
 
     def _next_candidate(self) -> Task | None:
         pick = self._pick()
@@ -220,6 +212,7 @@ class Dispatcher:
         if claimed is None:
             return None
         failpoint("after_claim")  # crash tests: a task whose start kills the daemon
+        self.sources.started(claimed, now)
         rt = self._admit(claimed)
         self._announce_start(rt)
         return rt
@@ -268,15 +261,16 @@ class Dispatcher:
         rt.thread = thread
 
     def next_deadline(self) -> float | None:
-        """Seconds until a queued task's not_before passes (None: nothing is waiting on time)."""
-        nb = self.store.next_not_before()
-        if nb is None:
-            return None
+        """Seconds until a queued task's not_before passes or a source's hold lifts (None:
+        nothing is waiting on time)."""
         from syncd.core.clock import parse_iso
 
-        when = parse_iso(nb)
-        assert when is not None
-        return max(0.0, (when - self.clock.now()).total_seconds())
+        now = self.clock.now()
+        times = [t for t in (parse_iso(self.store.next_not_before()),
+                             self.sources.next_change(now)) if t is not None]  # fmt: skip
+        if not times:
+            return None
+        return max(0.0, (min(times) - now).total_seconds())
 
     # -- one task ---------------------------------------------------------------------------
     def _work(self, first: RunningTask) -> None:
@@ -379,9 +373,7 @@ class Dispatcher:
             log.info("task %d: exited (%s) before it was killed", task.id, describe_exit(code))
             with self.cond:
                 rt.kill_reason = rt.kill_detail = None
-        if code == 0:
-            return Outcome(Status.COMPLETED, 0, None)
-        return Outcome(Status.FAILED, code, describe_exit(code))
+        return exit_outcome(code, child.log.retry_after, rt.route)
 
     def _watermarked(self, task: Task, route: Route) -> list[str]:
         """The argv with the last success of this route and params filled in, recorded as
@@ -405,23 +397,23 @@ class Dispatcher:
         transaction and return it for the caller's thread to run (other free slots, if
         any, get threads of their own)."""
         task = rt.task
-        status, code, error = outcome
         now = self.clock.now()
-        retry = requeue = None
-        if status is Status.FAILED and rt.kill_reason == KILL_SHUTDOWN:
-            if self.settings.on_shutdown.value == "requeue":
-                requeue = NewTask.follow_up(task, trigger_follow_up("requeue", task.id), front=True)
-        elif status is Status.FAILED and rt.route is not None and task.attempt <= rt.route.retries:
-            backoff = rt.route.retry_backoff_seconds * 2 ** (task.attempt - 1)
-            backoff *= 1 + random.uniform(0, 0.1)
-            retry = NewTask.follow_up(
-                task,
-                trigger_follow_up("retry", task.id),
-                attempt=task.attempt + 1,
-                not_before=iso(now + timedelta(seconds=backoff)),
-            )
+        decision = decide(
+            task,
+            rt.route,
+            outcome,
+            now,
+            shutdown=rt.kill_reason == KILL_SHUTDOWN,
+            requeue_on_shutdown=self.settings.on_shutdown.value == "requeue",
+            deferrals=lambda: self.store.deferral_depth(task),
+        )
+        status, code = decision.status, outcome.exit_code
+        outcome = Outcome(status, code, decision.error)
         progress = rt.child.log.progress if rt.child is not None else None
-        ending = Ending(status, iso(now) or "", code, error, retry, requeue, progress)
+        ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
+                        decision.requeue, progress, decision.defer)  # fmt: skip
+        self.apply_throttle(rt)
+        self.sources.finished(task, status, now, counts=decision.counts)
         admitted: list[RunningTask] = []
 
         def write() -> tuple[Task | None, Task | None]:
@@ -433,6 +425,7 @@ class Dispatcher:
                 self.running.pop(task.id, None)
                 if claimed is not None:
                     failpoint("after_claim")
+                    self.sources.started(claimed, now)
                     admitted.append(self._admit(claimed))
                 return done, follow
 
@@ -456,6 +449,18 @@ class Dispatcher:
                 log.warning("dispatch after task %d finished: %s", task.id, exc)
                 self.cond.notify_all()
         return admitted[0]
+
+    def apply_throttle(self, rt: RunningTask) -> None:
+        """A `::throttle SECONDS [reason]` line not applied yet holds the whole source back."""
+        log_ = rt.child.log if rt.child is not None else None
+        with self.cond:  # the monitor and the task's own thread both apply
+            if log_ is None or log_.throttle is None or log_.throttles == rt.throttles_applied:
+                return
+            rt.throttles_applied = log_.throttles
+            seconds, reason = log_.throttle
+        why = f"task {rt.task.id}: {reason}" if reason else f"task {rt.task.id}"
+        self.sources.throttle(rt.task.source, seconds, why, self.clock.now())
+        self.wake()  # the deadline changed
 
     def _announce_finish(
         self, rt: RunningTask, outcome: Outcome, done: Task | None, follow: Task | None

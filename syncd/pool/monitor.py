@@ -38,6 +38,7 @@ class Monitor:
                 continue
             self._observe(rt, now_mono)
             beats.append((rt.task.id, now_iso, child.log.progress))
+            d.apply_throttle(rt)  # a 429 seen mid-run holds the source back now, not at exit
             self._judge(rt, now_mono)
         if beats:
             try:

@@ -1,15 +1,18 @@
 """Why a queued task is not running, in words and as data (syncctl explain, list reasons).
 
-The reason is the first rule dispatch would trip over, in the dispatcher's own order:
-paused, then not_before, then the same route running, the source's max_concurrent, the pool.
+Every reason comes from the pool's one eligibility rule (pool.slots), the very rule dispatch
+applies, so the two cannot disagree; all reasons holding a task back are listed, the first
+(in the rule's order: pool paused, the source's holds, the task's own, the full pool) also
+as `reason`/`message`/`blocking`.
 
 `estimated_start` is an estimate from history, never a promise: each route's expected
 duration is the median of its last 20 completed runs. For `pool_full` it is the soonest
 expected end among running tasks plus the expected durations of the queued tasks ahead
 (at most 200 looked at) divided over the slots; for `route_running` and `source_limit` the
 soonest expected end of the blocking tasks (a lower bound: tasks of that source queued ahead
-are not counted). It is null while the routes it needs have no completed run, and for
-`paused` (that waits for a person).
+are not counted); for a source's pause, throttle, open breaker or rate window, when it
+lifts. The task's estimate is the latest of its reasons'; it is null while one of them has
+none (a reason waiting on a route without a completed run, or on a person: `paused`).
 
 A task queued by a schedule that has since been paused stays queued and runs: pausing a
 schedule only stops new fires. The answer says so in `note` (cancel the task to drop it)."""
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from syncd.core.clock import Clock, iso, parse_iso
+from syncd.core.clock import Clock, iso
 from syncd.core.models import Status, Task
+from syncd.pool import slots
 from syncd.pool.dispatcher import Dispatcher
 from syncd.store.facade import Store
 
@@ -53,82 +57,50 @@ RouteKey = tuple[str, str]
 
 @dataclass
 class Snapshot:
-    """The dispatcher's state at one instant: what every reason is decided against."""
+    """The pool at one instant (the eligibility rule's view) and when each running task
+    started: what every reason and estimate is decided against."""
 
-    now: datetime
+    view: slots.View
     mono: float
-    paused: bool
-    max_workers: int
-    running: list[Task]
     started_mono: dict[int, float]
-    limits: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def take(cls, d: Daemon) -> Snapshot:
         disp = d.dispatcher
         with disp.cond:
-            rts = list(disp.running.values())
-            paused = disp.paused
-        limits: dict[str, int | None] = {}
-        for rt in rts:
-            src = disp.routes.source(rt.task.source)
-            limits[rt.task.source] = src.max_concurrent if src is not None else None
-        return cls(
-            now=d.clock.now(),
-            mono=d.clock.monotonic(),
-            paused=paused,
-            max_workers=disp.max_workers,
-            running=[rt.task for rt in rts],
-            started_mono={rt.task.id: rt.started_mono for rt in rts},
-            limits=limits,
-        )
+            view = disp.view()
+            started = {rt.task.id: rt.started_mono for rt in disp.running.values()}
+        return cls(view=view, mono=d.clock.monotonic(), started_mono=started)
+
+    @property
+    def now(self) -> datetime:
+        return self.view.now
+
+    @property
+    def running(self) -> Sequence[Task]:
+        return self.view.running
+
+    @property
+    def max_workers(self) -> int:
+        return self.view.max_workers
 
     def elapsed(self, task: Task) -> float:
         return max(0.0, self.mono - self.started_mono.get(task.id, self.mono))
 
 
-def _tasks(ids: list[int]) -> str:
-    return ("task " if len(ids) == 1 else "tasks ") + ", ".join(map(str, ids))
-
-
 def reason(snap: Snapshot, task: Task) -> tuple[str, str, list[int]]:
-    """(reason, message, blocking ids) for one task, without touching the database."""
+    """(reason, message, blocking ids) of the first reason holding the task back."""
     if task.status is not Status.QUEUED:
         return "none", f"task {task.id} is {task.status.value}, not queued", []
-    if snap.paused:
-        return "paused", "dispatch is paused (syncctl resume to start it again)", []
-    nb = parse_iso(task.not_before)
-    if nb is not None and nb > snap.now:
-        return "not_before", f"waits for its retry backoff until {task.not_before}", []
-    same = [t.id for t in snap.running if (t.source, t.route) == (task.source, task.route)]
-    if same:
-        what = f"{task.source}.{task.route}"
-        return "route_running", f"the same sync {what} is running as task {same[0]}", same
-    limit = snap.limits.get(task.source)
-    mine = sorted(t.id for t in snap.running if t.source == task.source)
-    if limit is not None and len(mine) >= limit:
-        held = f"source {task.source} is at its limit of {limit} ({_tasks(mine)})"
-        return "source_limit", held, mine
-    if len(snap.running) >= snap.max_workers:
-        ids = sorted(t.id for t in snap.running)
-        return "pool_full", f"all {snap.max_workers} slots are taken ({_tasks(ids)})", ids
-    return "none", "nothing blocks it; it starts at the next dispatch", []
-
-
-def route_limits(d: Daemon, tasks: Iterable[Task]) -> dict[str, int | None]:
-    """max_concurrent of each task's source (a source no longer configured: no limit)."""
-    out: dict[str, int | None] = {}
-    for t in tasks:
-        if t.source not in out:
-            src = d.dispatcher.routes.source(t.source)
-            out[t.source] = src.max_concurrent if src is not None else None
-    return out
+    found = slots.blockers(snap.view, task)
+    if not found:
+        return "none", "nothing blocks it; it starts at the next dispatch", []
+    return found[0].reason, found[0].message, list(found[0].blocking)
 
 
 def reasons(d: Daemon, tasks: Sequence[Task]) -> dict[int, str]:
     """The one-word reason of each queued task, from one snapshot (the `list` op)."""
     snap = Snapshot.take(d)
-    snap.limits.update(route_limits(d, tasks))
     return {t.id: reason(snap, t)[0] for t in tasks if t.status is Status.QUEUED}
 
 
@@ -162,18 +134,17 @@ def remaining(snap: Snapshot, durations: Durations, tasks: Iterable[Task]) -> li
 
 
 def estimate(
-    d: Daemon, snap: Snapshot, task: Task, why: str, blocking: list[int]
+    d: Daemon, snap: Snapshot, durations: Durations, task: Task, b: slots.Blocker
 ) -> datetime | None:
-    durations = Durations(d)
-    if why == "none":
-        return snap.now
-    if why == "not_before":
-        return parse_iso(task.not_before)
-    if why in ("route_running", "source_limit"):
-        left = remaining(snap, durations, [t for t in snap.running if t.id in blocking])
-        return snap.now + timedelta(seconds=min(left)) if left else None
-    if why != "pool_full":
+    """When this one reason should stop holding the task back (None: no estimate)."""
+    if b.reason == slots.PAUSED:
         return None
+    waits_for_runs = b.reason in (slots.ROUTE_RUNNING, slots.SOURCE_LIMIT)
+    if waits_for_runs or (b.reason == slots.SOURCE_OPEN and b.blocking):  # a half-open probe
+        left = remaining(snap, durations, [t for t in snap.running if t.id in b.blocking])
+        return snap.now + timedelta(seconds=min(left)) if left else None
+    if b.reason != slots.POOL_FULL:
+        return b.until  # not_before, and a source's timed holds
     left = remaining(snap, durations, snap.running)
     if not left:
         return None
@@ -209,14 +180,27 @@ def schedule_note(d: Daemon, task: Task) -> str | None:
 
 
 def explain(d: Daemon, task: Task) -> dict[str, Any]:
+    """The first reason as `reason`/`message`/`blocking` (as before), every reason in
+    `reasons`, each with its estimate, and the task's estimated start."""
     snap = Snapshot.take(d)
-    snap.limits.update(route_limits(d, [task]))
     why, message, blocking = reason(snap, task)
-    start = estimate(d, snap, task, why, blocking) if task.status is Status.QUEUED else None
+    rows: list[dict[str, Any]] = []
+    start: datetime | None = None
+    if task.status is Status.QUEUED:
+        starts = []
+        durations = Durations(d)
+        for b in slots.blockers(snap.view, task):
+            when = estimate(d, snap, durations, task, b)
+            starts.append(when)
+            rows.append({"reason": b.reason, "message": b.message, "blocking": list(b.blocking),
+                         "estimated_start": iso(when) if when is not None else None})  # fmt: skip
+        known = [w for w in starts if w is not None]
+        start = snap.now if not starts else max(known) if len(known) == len(starts) else None
     return {
         "reason": why,
         "message": message,
         "blocking": blocking,
+        "reasons": rows,
         "estimated_start": iso(start) if start is not None else None,
         "note": schedule_note(d, task),
     }

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from syncd.core.clock import Clock, iso, parse_iso
-from syncd.core.models import FINAL, Status, Task
+from syncd.core.models import FINAL, FINAL_NAMES, Status, Task
 
 # Sync runs last seconds to hours; queue waits from nothing to a night.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
@@ -73,6 +73,7 @@ class Bucket:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    deferred: int = 0
     queued: int | None = None
 
 
@@ -144,7 +145,7 @@ class Metrics:
         survives a restart; queue depth has no such record and starts empty."""
         with self._lock:
             for start, status, n in rows:
-                if status in ("completed", "failed", "cancelled"):
+                if status in FINAL_NAMES:
                     bucket = self._series.setdefault(start, Bucket())
                     setattr(bucket, status, getattr(bucket, status) + n)
             self._trim(self.clock.now())
@@ -196,6 +197,7 @@ class Metrics:
                         "completed": b.completed,
                         "failed": b.failed,
                         "cancelled": b.cancelled,
+                        "deferred": b.deferred,
                         "queued": b.queued,
                     }
                 )

@@ -35,6 +35,7 @@ from syncd.store.rows import (
     marks,
     row_task,
 )
+from syncd.store.sources import SourceRows
 from syncd.store.success import Successes
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _SETTABLE = frozenset(
 )  # fmt: skip
 
 
-class Store(Successes):
+class Store(Successes, SourceRows):
     """The task queue and history in one SQLite file; safe to call from many threads."""
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -82,9 +83,10 @@ class Store(Successes):
         exclude_routes: Collection[tuple[str, str]] = (),
     ) -> Task | None:
         """The task dispatch would start next: priority, then queue order, among those due."""
-        where, params = Pick(now, exclude_sources, exclude_routes).where()
-        found = self._tasks(where, params, f"{QUEUE_ORDER} LIMIT 1", QUEUE_INDEX)
-        return found[0] if found else None
+        pick = Pick(now, exclude_sources, exclude_routes)
+        with self._hold("read") as conn:
+            found = pick.choose(conn)
+            return None if found is None else get_in(conn, found)
 
     def next_not_before(self, now: str | None = None) -> str | None:
         """The earliest future not_before among queued tasks: when to wake for a retry."""
@@ -146,12 +148,13 @@ class Store(Successes):
         retry: NewTask | None = None,
         requeue: NewTask | None = None,
         progress: str | None = None,
+        defer: NewTask | None = None,
     ) -> tuple[Task | None, Task | None]:
         """running → final status and its follow-up task, in one transaction; `progress`
         (the last progress line) is recorded in the same write, not a heartbeat of its own.
 
         Returns (finished task, follow-up); (None, None) when the task was not running."""
-        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress)
+        ending = Ending(status, finished_at, exit_code, error, retry, requeue, progress, defer)
         done, follow, _ = self.finish_and_claim(task_id, ending, None, "")
         return done, follow
 
@@ -166,13 +169,12 @@ class Store(Successes):
         row = None
         with self._write("finish") as conn:
             done, follow = self._finish_in(conn, task_id, ending)
-            if pick is not None:
-                where, params = pick.where()
+            chosen = None if pick is None else pick.choose(conn)
+            if chosen is not None:
                 row = conn.execute(
-                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ("
-                    f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where}"
-                    f" {QUEUE_ORDER} LIMIT 1) AND status = 'queued' {RETURNING}",
-                    (started_at, *params),
+                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?"
+                    f" AND status = 'queued' {RETURNING}",
+                    (started_at, chosen),
                 ).fetchone()
             failpoint("finish_before_commit")
         failpoint("finish_after_commit")
@@ -332,6 +334,18 @@ class Store(Successes):
             if a is not None and b is not None:
                 out.append(max(0.0, (b - a).total_seconds()))
         return out
+
+    def deferral_depth(self, task: Task) -> int:
+        """How many deferrals in a row led to `task` (its `defer:<id>` chain), the task itself
+        not counted. Stops at the first link that is not a deferral (or was pruned)."""
+        depth, trigger = 0, task.trigger
+        while trigger.startswith("defer:") and depth < 10_000:
+            rows = self._read('SELECT "trigger" FROM tasks WHERE id = ?', (int(trigger[6:]),))
+            depth += 1
+            if not rows:
+                break
+            trigger = rows[0][0]
+        return depth
 
     def queued_ids(self, source: str | None = None) -> list[int]:
         where, params = "status = 'queued'", []

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")  # as v1 created them
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -156,7 +156,59 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sqlite3.Connection) -> None:
+    """The `deferred` status (the CHECK constraint is rebuilt: SQLite cannot alter one) and
+    the per-source protection state (pause, throttle, breaker, rate window)."""
+    old = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'")
+    table_sql = old.fetchone()[0]
+    check = "'cancelled')"
+    assert check in table_sql, "v1 tasks table without the expected status CHECK"
+    new_sql = table_sql.replace(check, "'cancelled', 'deferred')", 1)
+    new_sql = new_sql.replace("CREATE TABLE tasks", "CREATE TABLE tasks_v2", 1)
+    extras = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'tasks' AND type IN ('index', 'trigger')"
+        " AND sql IS NOT NULL ORDER BY type = 'trigger', name"
+    ).fetchall()
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").fetchone()
+    conn.execute(new_sql)
+    conn.execute("INSERT INTO tasks_v2 SELECT * FROM tasks")
+    conn.execute("DROP TABLE tasks")
+    conn.execute("ALTER TABLE tasks_v2 RENAME TO tasks")
+    for (sql,) in extras:
+        conn.execute(sql)
+    if seq is not None:  # ids are never reused, deleted ones included
+        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'tasks'", seq)
+    conn.execute("INSERT INTO task_counts (status, n) VALUES ('deferred', 0)")
+    # Dispatch order within one source: when sources are held back (full, paused, out of
+    # rate), the others are picked by a seek each instead of a walk past the held ones.
+    conn.execute(
+        "CREATE INDEX tasks_source_queue ON tasks(source, priority, queue_order, id, route,"
+        " not_before) WHERE status = 'queued'"
+    )
+    conn.execute(
+        """
+        CREATE TABLE source_state (
+            name TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            paused_until TEXT,
+            pause_reason TEXT,
+            throttled_until TEXT,
+            throttle_reason TEXT,
+            breaker TEXT NOT NULL DEFAULT 'closed' CHECK (breaker IN
+                ('closed', 'open', 'half_open')),
+            failures INTEGER NOT NULL DEFAULT 0,
+            cooldown_until TEXT,
+            breaker_reason TEXT,
+            probe INTEGER,
+            starts TEXT NOT NULL DEFAULT '[]',
+            last_success TEXT,
+            last_failure TEXT
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 LATEST = len(MIGRATIONS)
 
 

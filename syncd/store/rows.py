@@ -32,6 +32,7 @@ RUNNING = "status = 'running' AND status <> 'queued'"
 FINISHED = "status <> 'queued' AND finished_at IS NOT NULL"
 QUEUE_ORDER = "ORDER BY priority, queue_order, id"  # dispatch order: the tasks_queue index
 QUEUE_INDEX = "tasks_queue"
+SOURCE_QUEUE_INDEX = "tasks_source_queue"  # dispatch order within one source
 FINISHED_INDEX = "tasks_finished"  # newest-first history without sorting every finished row
 HISTORY_ORDER = "ORDER BY finished_at DESC, id DESC"
 MAX_ID = (  # the highest id ever handed out: AUTOINCREMENT's rule, deleted rows included
@@ -104,7 +105,7 @@ def prune_plan(
             SELECT id, status, finished_at, row_number() OVER (
                 PARTITION BY source, route, status ORDER BY finished_at DESC, id DESC) AS rn
             FROM tasks
-            WHERE status IN ('completed', 'failed', 'cancelled') AND status <> 'queued'
+            WHERE status IN ('completed', 'failed', 'cancelled', 'deferred') AND status <> 'queued'
         )
         WHERE finished_at < :older ORDER BY id
         """,

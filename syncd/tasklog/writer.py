@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 MARKER = b"\n[syncd: %d bytes omitted]\n"
 MARKER_RE = re.compile(rb"\n\[syncd: ([0-9]+) bytes omitted\]\n")
 MARKER_FIXED = len(MARKER % 0) - 1
-PROGRESS_PREFIX = b"::progress "
+DIRECTIVE_PREFIX = b"::"  # `::progress TEXT`, `::retry-after SECONDS [reason]`, `::throttle ...`
 PROGRESS_MAX = 4096
+_CAPTURE_MAX = PROGRESS_MAX + 32  # the directive's word and its space, then the text
+DIRECTIVE_MAX_SECONDS = 7 * 86400  # a longer back-off is a typo, not a plan
 _MIN_SEGMENT = 4096
 _COPY_CHUNK = 1 << 20
 _DROP_RETRY_SECONDS = 1.0
@@ -80,6 +82,10 @@ class TaskLog:
         self.segment_size = max(self.tail_limit // 8, _MIN_SEGMENT)
         self.bytes_written = 0
         self.progress: str | None = None
+        # The last `::retry-after` and `::throttle` lines: (seconds, reason or None).
+        self.retry_after: tuple[float, str | None] | None = None
+        self.throttle: tuple[float, str | None] | None = None
+        self.throttles = 0  # how many `::throttle` lines were seen (the pool applies new ones)
         self.dropped = False
         self._tail = tail_dir(path)
         if os.path.lexists(self._tail):  # left by an earlier run under this name
@@ -93,8 +99,8 @@ class TaskLog:
         self._retry_at = 0.0
         self._failing = False
         self._closed = False
-        self._line: bytes | None = b""  # start of the current line while it may be progress
-        self._capture: bytearray | None = None  # text of the progress line being read
+        self._line: bytes | None = b""  # start of the current line while it may be a directive
+        self._capture: bytearray | None = None  # text of the directive line being read
 
     # -- writing --------------------------------------------------------------------------
 
@@ -190,15 +196,15 @@ class TaskLog:
     # -- progress -------------------------------------------------------------------------
 
     def _scan_progress(self, data: bytes) -> None:
-        """Find `::progress ` lines without buffering lines: only the first PROGRESS_MAX bytes
-        of a progress line are kept, and other lines are skipped with C-speed searches."""
+        """Find `::` directive lines without buffering lines: only the first bytes of a
+        directive line are kept, and other lines are skipped with C-speed searches."""
         pos, end = 0, len(data)
-        plen = len(PROGRESS_PREFIX)
+        plen = len(DIRECTIVE_PREFIX)
         while pos < end:
             if self._capture is not None:
                 nl = data.find(b"\n", pos)
                 stop = end if nl < 0 else nl
-                room = PROGRESS_MAX - len(self._capture)
+                room = _CAPTURE_MAX - len(self._capture)
                 if room > 0:
                     self._capture += data[pos : min(stop, pos + room)]
                 if nl < 0:
@@ -213,7 +219,7 @@ class TaskLog:
                     self._line, pos = b"", pos + cut + 1
                     continue
                 candidate = self._line + piece
-                if not PROGRESS_PREFIX.startswith(candidate):
+                if not DIRECTIVE_PREFIX.startswith(candidate):
                     self._line = None  # an ordinary line: fall through to the search
                 elif len(candidate) == plen:
                     self._line, self._capture = None, bytearray()
@@ -222,7 +228,7 @@ class TaskLog:
                 else:
                     self._line = candidate  # the chunk ended inside a possible prefix
                     return
-            hit = data.find(b"\n" + PROGRESS_PREFIX, pos)
+            hit = data.find(b"\n" + DIRECTIVE_PREFIX, pos)
             if hit >= 0:
                 self._line, pos = b"", hit + 1
                 continue
@@ -234,8 +240,14 @@ class TaskLog:
     def _end_progress(self) -> None:
         if self._capture is None:
             return
-        raw = bytes(self._capture)
+        word, _, raw = bytes(self._capture).partition(b" ")
         self._capture = None
+        if word in (b"retry-after", b"throttle"):
+            self._back_off(word, raw)
+            return
+        if word != b"progress":
+            return
+        raw = raw[:PROGRESS_MAX]
         # A capture cut at PROGRESS_MAX may end inside a character: leave that part out.
         full = len(raw) >= PROGRESS_MAX
         text = codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=not full)
@@ -245,6 +257,22 @@ class TaskLog:
             text = encoded[:PROGRESS_MAX].decode("utf-8", "ignore").rstrip()
         if text:
             self.progress = text
+
+    def _back_off(self, word: bytes, raw: bytes) -> None:
+        """`SECONDS [reason]`; a line that does not parse is ignored (it stays in the log)."""
+        seconds_text, _, reason_raw = raw.strip().partition(b" ")
+        try:
+            seconds = float(seconds_text)
+        except ValueError:
+            return
+        if not 0 <= seconds <= DIRECTIVE_MAX_SECONDS:
+            return
+        reason = reason_raw.decode("utf-8", "replace").strip()[:200] or None
+        if word == b"throttle":
+            self.throttle = (seconds, reason)
+            self.throttles += 1
+        else:
+            self.retry_after = (seconds, reason)
 
     # -- closing --------------------------------------------------------------------------
 

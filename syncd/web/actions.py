@@ -112,7 +112,9 @@ ACTIONS: dict[str, Action] = {
     "schedule_pause": lambda w, f: ("schedule_pause", {"name": _name(f, "name")}),
     "schedule_resume": lambda w, f: ("schedule_resume", {"name": _name(f, "name")}),
     "max_workers": _max_workers,
-    # Source pause/resume/reset join here with the daemon's source ops.
+    "source_pause": lambda w, f: ("source_pause", {"name": _name(f, "name")}),
+    "source_resume": lambda w, f: ("source_resume", {"name": _name(f, "name")}),
+    "source_reset": lambda w, f: ("source_reset", {"name": _name(f, "name")}),
 }
 
 

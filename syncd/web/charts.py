@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 600, 120
 LEFT, BOTTOM, TOP = 36, 18, 8
-STACK = ("completed", "failed", "cancelled")
+STACK = ("completed", "failed", "cancelled", "deferred")
 
 
 def _nice_max(value: float) -> int:

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import click
 
+from syncd.core.models import FINAL_NAMES
 from syncd.ctl.app import since_iso
 from syncd.ctl.client import DaemonError
 from syncd.web.link import DaemonLink
@@ -83,7 +84,7 @@ def page(link: DaemonLink, q: Query) -> dict[str, Any]:
         "rows": rows,
         "next_url": q.url(before=rows[-1]["id"]) if more and rows else None,
         "csv_url": q.url(),
-        "statuses": ("completed", "failed", "cancelled"),
+        "statuses": FINAL_NAMES,
         "now": now_utc(),
     }
 

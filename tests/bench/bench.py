@@ -26,6 +26,10 @@ it over the socket only. It prints a markdown table and writes tests/bench/resul
   idle    CPU time and RSS of the daemon over --idle-seconds with etc/syncd.toml (schedules
           moved to a far-future cron, stub `python` on PATH).
   cli     wall time of `syncctl status` as a whole process, median of 20.
+  held    --held-depth tasks queued for one held-back source (`crm`: max_concurrent 1 with a
+          long task running, then also paused, then only out of its rate) and one task of
+          another source submitted: its submit -> start delay (daemon clock, row times),
+          median of 20 per phase, beside the same delay with an empty queue.
 """
 
 from __future__ import annotations
@@ -436,6 +440,59 @@ def bench_depth(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- held ------------------------------------------------------------------------------------
+
+
+def start_delays(conn: Conn, d: DaemonProc, n: int = 20) -> list[float]:
+    """submit -> started_at of `other` tasks, one at a time (daemon clock)."""
+    out = []
+    for _ in range(n):
+        task_id = conn.call("submit", source="other", sync_type="b", allow_duplicate=True)
+        task = d.wait_status(task_id["task"]["id"], {"completed", "failed"}, timeout=60)
+        out.append(parse_iso_s(task["started_at"]) - parse_iso_s(task["submitted_at"]))
+    return out
+
+
+def parse_iso_s(text: str) -> float:
+    from syncd.core.clock import parse_iso
+
+    when = parse_iso(text)
+    assert when is not None
+    return when.timestamp()
+
+
+def bench_held(args: argparse.Namespace) -> dict[str, Any]:
+    sources = {
+        "crm": {"max_concurrent": 1, "rate": "1/day", "routes": {"a": {"argv": ["/bin/sleep",
+                "600"]}, "c": {"argv": [TRUE]}}},
+        "other": {"routes": {"b": {"argv": [TRUE]}}},
+    }  # fmt: skip
+    out: dict[str, Any] = {"depth": args.held_depth}
+    with daemon(sources, {"heartbeat_seconds": 5}) as d:
+        conn = d.conn()
+        out["empty_queue_ms"] = ms(statistics.median(start_delays(conn, d)))
+        long = conn.call("submit", source="crm", sync_type="a")["task"]["id"]
+        d.wait_status(long, {"running"})
+        todo = [{"source": "crm", "sync_type": "c", "allow_duplicate": True}] * args.held_depth
+        t = time.perf_counter()
+        submit_all(conn, todo)
+        out["seed_s"] = round(time.perf_counter() - t, 1)
+        phases = {}
+        phases["full_ms"] = start_delays(conn, d)  # max_concurrent (and rate) hold crm back
+        conn.call("source_pause", name="crm")
+        phases["paused_ms"] = start_delays(conn, d)
+        conn.call("cancel", ids=[long])
+        d.wait_status(long, {"cancelled"})
+        conn.call("source_resume", name="crm")
+        phases["rate_only_ms"] = start_delays(conn, d)  # crm used its one start of the day
+        for name, values in phases.items():
+            out[name] = ms(statistics.median(values))
+            out[name.replace("_ms", "_max_ms")] = ms(max(values))
+        out["still_queued"] = conn.call("status")["queued"]
+        conn.close()
+    return out
+
+
 # -- idle -----------------------------------------------------------------------------------
 
 
@@ -588,6 +645,17 @@ def table(results: dict[str, Any]) -> str:
             (f"idle {i['seconds']} s, shipped catalog, {i['schedules']} schedules: CPU / RSS",
              f"{i['cpu_pct']} % ({i['cpu_s']} s) / {i['rss_mb']} MB", "≤ 0.1 % / ≤ 40 MB")
         )  # fmt: skip
+    h = results.get("held")
+    if h:
+        rows += [
+            (f"{h['depth']:,} queued for a held source: another source's submit → start, "
+             "median (max)", "", "within one dispatch gap"),
+            ("  empty queue", f"{h['empty_queue_ms']} ms", ""),
+            ("  source at max_concurrent", f"{h['full_ms']} ({h['full_max_ms']}) ms", ""),
+            ("  source paused", f"{h['paused_ms']} ({h['paused_max_ms']}) ms", ""),
+            ("  source out of its rate", f"{h['rate_only_ms']} ({h['rate_only_max_ms']}) ms",
+             ""),
+        ]  # fmt: skip
     c = results.get("cli")
     if c:
         rows.append(("`syncctl status` whole process (median / p95 of 20)",
@@ -604,6 +672,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "depth": bench_depth,
     "idle": bench_idle,
     "cli": bench_cli,
+    "held": bench_held,
 }
 
 
@@ -628,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depths", default="10000,100000,1000000", help="queue depths")
     p.add_argument("--depth-gap-n", type=int, default=100, help="date jobs run at each depth")
     p.add_argument("--idle-seconds", type=float, default=60.0)
+    p.add_argument("--held-depth", type=int, default=1_000_000, help="queued for a held source")
     p.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     args = p.parse_args(argv)
     args.depths = [int(x) for x in args.depths.split(",") if x]

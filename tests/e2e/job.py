@@ -24,6 +24,8 @@ def main() -> int:
     p.add_argument("--progress", default=None)
     p.add_argument("--output-bytes", type=int, default=0)
     p.add_argument("--pidfile", default=None)
+    p.add_argument("--retry-after", default=None, help="print `::retry-after VALUE` at the end")
+    p.add_argument("--throttle", default=None, help="print `::throttle VALUE` at the start")
     a = p.parse_args()
 
     if a.trap:
@@ -37,6 +39,8 @@ def main() -> int:
     print(f"job {a.name} starting", flush=True)
     if a.progress:
         print(f"::progress {a.progress}", flush=True)
+    if a.throttle:
+        print(f"::throttle {a.throttle}", flush=True)
     for _ in range(a.grandchildren):
         kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         if a.pidfile:
@@ -58,6 +62,8 @@ def main() -> int:
         with open(a.record, "a") as f:
             f.write(f"end {a.name} {time.time():.6f} {os.environ.get('SYNCD_TASK_ID')}\n")
     print(f"job {a.name} done", flush=True)
+    if a.retry_after:
+        print(f"::retry-after {a.retry_after}", flush=True)
     return a.exit
 
 

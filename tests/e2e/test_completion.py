@@ -80,6 +80,8 @@ def test_ids_sources_types_and_schedules_come_from_the_daemon(
     assert complete(workdir, ["syncctl", "resolve", "beta", "b"], env) == ["b1"]
     assert complete(workdir, ["syncctl", "history", "--source", "a"], env) == ["alpha"]
     assert complete(workdir, ["syncctl", "schedule", "run", ""], env) == ["nightly"]
+    assert complete(workdir, ["syncctl", "source", "pause", "b"], env) == ["beta"]
+    assert complete(workdir, ["syncctl", "source", "reset", ""], env) == ["alpha", "beta"]
     # --socket on the command line is honoured too.
     words = ["syncctl", "--socket", str(d.socket), "routes", "b"]
     assert complete(workdir, words, {"SYNCD_SOCKET": "/nowhere.sock"}) == ["beta"]

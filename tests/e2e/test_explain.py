@@ -89,6 +89,14 @@ def test_each_reason(make_daemon: Callable[..., DaemonProc]) -> None:
     for task_id in expect:
         assert d.call("explain", id=task_id)["reason"] == "paused"
     assert "paused" in syncctl(d, "explain", str(a2))
+    # Every reason is named, not only the first: a paused pool and a full source, with ids.
+    r = d.call("explain", id=b2)
+    assert [(x["reason"], x["blocking"]) for x in r["reasons"]] == [
+        ("paused", []), ("source_limit", [b1]), ("pool_full", sorted([a1, b1])),
+    ]  # fmt: skip
+    assert (r["reason"], r["blocking"]) == ("paused", [])  # the first, as before
+    out = syncctl(d, "explain", str(b2))
+    assert f"  and source_limit: source beta is at its limit of 1 (task {b1})" in out
 
 
 def test_a_task_of_a_paused_schedule_still_runs_and_explain_says_so(

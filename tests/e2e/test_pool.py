@@ -292,8 +292,9 @@ def test_status_json_keys(make_daemon):
         "utilization",
         "state",
         "paused",
+        "sources",  # the sources held back (paused, throttled, open, half-open)
     }
-    assert status["state"] == "available"
+    assert status["state"] == "available" and status["sources"] == []
 
 
 def test_pipelined_submits_are_answered_in_order_one_by_one(make_daemon):

@@ -65,6 +65,9 @@ class FakeDispatcher:
         self.kills.append((task_id, reason, detail))
         return True
 
+    def apply_throttle(self, rt: RunningTask) -> None:
+        """These jobs print no `::throttle` line."""
+
 
 def make_task(task_id: int) -> Task:
     fields: dict[str, Any] = dict.fromkeys(Task.__dataclass_fields__)

@@ -31,6 +31,8 @@ JOB_PARAMS = [
     "progress",
     "output-bytes",
     "pidfile",
+    "retry-after",
+    "throttle",
 ]
 
 

@@ -148,6 +148,42 @@ def test_actions_need_csrf_and_a_session_and_are_logged(stack: Stack) -> None:
     assert re.search(r"cancel by \S+ via web from 127\.0\.0\.1 \(uid", d.stderr())
 
 
+def source_state_gauge(stack: Stack) -> dict[tuple[str | None, str | None], float]:
+    return {
+        (s.labels.get("source"), s.labels.get("state")): s.value
+        for f in text_string_to_metric_families(stack.web.get("/metrics").text)
+        if f.name == "syncd_source_state"
+        for s in f.samples
+    }
+
+
+def test_source_pause_and_resume_from_the_overview(stack: Stack) -> None:
+    d = stack.daemon
+    with stack.web.client() as c:
+        login(c)
+        token = csrf_of(c)
+        assert 'action="/actions/source_pause"' in c.get("/").text
+        paused = c.post("/actions/source_pause", data={"name": "beta", "csrf": token})
+        assert paused.status_code == 303
+        row = {s["name"]: s for s in d.call("sources")["sources"]}["beta"]
+        assert row["state"] == "paused"
+        gauge = source_state_gauge(stack)
+        assert gauge[("beta", "paused")] == 1 and gauge[("beta", "ok")] == 0
+        assert 'action="/actions/source_resume"' in c.get("/").text
+        c.post("/actions/source_resume", data={"name": "beta", "csrf": token})
+    row = {s["name"]: s for s in d.call("sources")["sources"]}["beta"]
+    assert row["state"] == "ok"
+    metrics = source_state_gauge(stack)
+    assert metrics[("beta", "ok")] == 1 and metrics[("beta", "paused")] == 0
+    assert {state for (src, state) in metrics if src == "beta"} == {
+        "ok",
+        "paused",
+        "throttled",
+        "open",
+        "half_open",
+    }
+
+
 def test_submit_and_retry_actions(stack: Stack) -> None:
     d = stack.daemon
     with stack.web.client() as c:

@@ -10,7 +10,9 @@ from syncd.control.auth import Peer
 from syncd.control.ops.base import OPS, Context
 from syncd.control.ops.pool import pool_status
 from syncd.core.clock import parse_iso
+from syncd.pool.sources import STATE_WORDS
 from syncd.service.freshness import freshness as route_freshness
+from syncd.service.sources import describe as describe_sources
 
 
 def _gauge(help: str, samples: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
@@ -38,11 +40,26 @@ def gauges(ctx: Context) -> dict[str, Any]:
             " Unix seconds; read from the history, so it survives restarts.",
             last_successes(ctx),
         ),
+        "syncd_source_state": _gauge(
+            "1 for each source's current protection state (ok, paused, throttled, open,"
+            " half_open), 0 for the others.",
+            source_states(ctx),
+        ),
         "syncd_build_info": _gauge("The daemon's version.", [({"version": __version__}, 1)]),
         "process_start_time_seconds": _gauge(
             "When the daemon started, in Unix seconds.", [({}, round(d.started_at.timestamp(), 3))]
         ),
     }
+
+
+def source_states(ctx: Context) -> list[tuple[dict[str, str], float]]:
+    """Every state of every configured source, 1 for the one in force: a bounded label set
+    (sources times five states) that alerts can match with `== 1`."""
+    return [
+        ({"source": row["name"], "state": state}, 1 if row["state"] == state else 0)
+        for row in describe_sources(ctx.d, queued=False)
+        for state in STATE_WORDS
+    ]
 
 
 def last_successes(ctx: Context) -> list[tuple[dict[str, str], float]]:

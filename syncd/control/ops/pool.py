@@ -13,6 +13,7 @@ from syncd.control.protocol import Arg
 from syncd.core.clock import iso
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode, Status
+from syncd.service.sources import held
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def pool_status(ctx: Context) -> dict[str, Any]:
         "utilization": round(min(1.0, active / max_workers), 4),
         "state": state,
         "paused": disp.paused,
+        "sources": held(ctx.d),  # paused, throttled, open or half-open sources
     }
 
 

@@ -3,11 +3,11 @@ registry, and nothing else may add to it."""
 
 from __future__ import annotations
 
-from syncd.control.ops import freshness, metrics, pool, routes, streams, tasks
+from syncd.control.ops import freshness, metrics, pool, routes, sources, streams, tasks
 from syncd.control.ops.base import OPS
 from syncd.control.protocol import Registry
 
-HANDLER_MODULES = (pool, tasks, routes, streams, freshness, metrics)
+HANDLER_MODULES = (pool, tasks, routes, streams, freshness, metrics, sources)
 
 
 def registry() -> Registry:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from syncd.core.models import FINAL_NAMES
 from syncd.ctl import render
 
 FAILURES_KEPT = 5
@@ -30,6 +31,7 @@ class Model:
     active_count: int = 0
     queued_count: int = 0
     paused: bool = False
+    held: list[dict[str, Any]] = field(default_factory=list)  # sources not ok, from `status`
     active: dict[int, dict[str, Any]] = field(default_factory=dict)
     queue: list[dict[str, Any]] = field(default_factory=list)
     failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=FAILURES_KEPT))
@@ -91,6 +93,7 @@ class Model:
         self.active_count = int(r.get("active") or 0)
         self.queued_count = int(r.get("queued") or 0)
         self.paused = bool(r.get("paused"))
+        self.held = list(r.get("sources") or [])
         if "active_tasks" in r:
             fresh = {t["id"]: t for t in r["active_tasks"]}
             self.active = fresh
@@ -116,6 +119,8 @@ class Model:
             self.active_count = int(counts.get("running", self.active_count))
             self.queued_count = int(counts.get("queued", self.queued_count))
             return {"queue", "status"}  # pause/resume and submit_many only send this
+        if kind == "source":  # a source paused, throttled, opened...: its line in the header
+            return {"status"}
         if kind == "config":
             return {"status", "fires"}
         if kind != "task" or not isinstance(event.get("task"), dict):
@@ -127,7 +132,7 @@ class Model:
             old = self.active.get(task_id, {})
             self.active[task_id] = {**old, **task}
             self.queue = [t for t in self.queue if t["id"] != task_id]
-        elif status in ("completed", "failed", "cancelled"):
+        elif status in FINAL_NAMES:
             self.active.pop(task_id, None)
             self.queue = [t for t in self.queue if t["id"] != task_id]
             if status == "failed":
@@ -184,6 +189,8 @@ def header(m: Model, width: int, mono: float, now: datetime) -> list[Line]:
     second: Line = [(left, ""), (state, STATE_STYLE[m.state]), (counts, "")]
     if m.paused:
         second.append(("  PAUSED", "bad"))
+    for s in m.held:  # sources held back: `crm OPEN`
+        second.append((f"  {s['name']} {str(s['state']).upper()}", "warn"))
     used = sum(len(t) for t, _ in second)
     second.append((" " * max(0, width - used), ""))
     if not m.connected:

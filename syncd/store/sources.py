@@ -1,0 +1,47 @@
+"""The per-source protection state as rows (pause, throttle, breaker, rate window): one row
+per source that ever had any, read once at start and written at every change."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from syncd.store.db import StoreBase
+
+SOURCE_COLUMNS = (
+    "paused", "paused_until", "pause_reason", "throttled_until", "throttle_reason", "breaker",
+    "failures", "cooldown_until", "breaker_reason", "probe", "starts", "last_success",
+    "last_failure",
+)  # fmt: skip
+
+
+class SourceRows(StoreBase):
+    """Reads and writes of `source_state`; `starts` (the rate window) is a list of times."""
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        cols = ", ".join(SOURCE_COLUMNS)
+        out: dict[str, dict[str, Any]] = {}
+        for row in self._read(f"SELECT name, {cols} FROM source_state"):
+            values = dict(zip(SOURCE_COLUMNS, row[1:], strict=True))
+            values["paused"] = bool(values["paused"])
+            values["starts"] = json.loads(values["starts"] or "[]")
+            out[row[0]] = values
+        return out
+
+    def put_source_state(self, name: str, state: dict[str, Any], *, durable: bool = True) -> None:
+        """Replace the row of `name` with `state` (every column of SOURCE_COLUMNS).
+
+        `durable=False` (a start added to the rate window) commits without the fsync: it
+        survives a crash of the daemon, and the task's finish, a FULL commit, syncs it."""
+        values = dict(state)
+        values["paused"] = int(bool(values["paused"]))
+        values["starts"] = json.dumps(values["starts"])
+        cols = ", ".join(SOURCE_COLUMNS)
+        marks = ", ".join("?" for _ in SOURCE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
+        with self._write("source_state", this_boot_only=not durable) as conn:
+            conn.execute(
+                f"INSERT INTO source_state (name, {cols}) VALUES (?, {marks})"
+                f" ON CONFLICT (name) DO UPDATE SET {updates}",
+                (name, *(values[c] for c in SOURCE_COLUMNS)),
+            )
