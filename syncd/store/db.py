@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ from syncd.core.errors import StoreError, StoreUnusable
 from syncd.core.models import ErrorCode, Task
 from syncd.store import migrations
 from syncd.store.rows import MAX_ID, SELECT, chunks, marks, prune_plan, row_task, store_error
+from syncd.store.writer import GroupWriter, rollback
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _CORRUPT_HINT = (
 _ACCESS_HINT = "make the file and its directory writable by the user syncd runs as"
 _SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
 _S = TypeVar("_S", bound="StoreBase")
+_T = TypeVar("_T")
 _SHORTEN_AFTER_MS = 50  # a wait for the store lock longer than this comes off busy_timeout
 
 
@@ -44,6 +46,7 @@ class StoreBase:
         self._lock = threading.RLock()
         self._busy_ms = int(busy_timeout_ms)
         self._closed = False
+        self._writer = GroupWriter(conn, self._lock, self._busy_ms, path)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -89,6 +92,7 @@ class StoreBase:
 
     def close(self) -> None:
         """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
+        self._writer.stop()  # the group writes queued so far are committed and answered
         with self._lock:
             if self._closed:
                 return
@@ -101,6 +105,14 @@ class StoreBase:
             self._conn.close()
 
     # -- transactions ----------------------------------------------------------------------
+    def _group(
+        self, what: str, fn: Callable[[sqlite3.Connection], _T], *, this_boot_only: bool = False
+    ) -> _T:
+        """A hot write: `fn(conn)` runs in the writer thread's next group transaction (with
+        the writes of other callers, in a savepoint of its own) and its result is returned
+        after that commit. Errors are raised here, mapped as in `_write`."""
+        return self._writer.run(what, fn, durable=not this_boot_only)
+
     @contextmanager
     def _write(self, what: str, *, this_boot_only: bool = False) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written.
@@ -116,7 +128,7 @@ class StoreBase:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                _rollback(conn)
+                rollback(conn)
                 if isinstance(exc, sqlite3.Error):
                     mapped = store_error(exc, what)
                     if mapped is not None:
@@ -271,15 +283,6 @@ class StoreBase:
 
     def quick_check(self) -> str:
         return "\n".join(r[0] for r in self._read("PRAGMA quick_check"))
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open (SQLite may already have done it)."""
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.warning("rollback failed: %s", exc)
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:

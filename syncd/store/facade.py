@@ -58,8 +58,8 @@ class Store(StoreBase):
         """(new, allow_duplicate) pairs in one transaction; items coalesce with each other."""
         if not items:
             return []
-        with self._write("enqueue") as conn:
-            results = Batch(conn, iso(self._clock.now()) or "").add(items)
+        now = iso(self._clock.now()) or ""
+        results = self._group("enqueue", lambda conn: Batch(conn, now).add(items))
         failpoint("enqueue_after_commit")
         return results
 
@@ -98,11 +98,13 @@ class Store(StoreBase):
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = "".join(f", {k} = ?" for k in fields)
-        with self._write("transition") as conn:
-            row = conn.execute(  # RETURNING: the new row without a second statement
+        row = self._group(
+            "transition",
+            lambda conn: conn.execute(  # RETURNING: the new row without a second statement
                 f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ? {RETURNING}",
                 (new.value, *fields.values(), task_id, old.value),
-            ).fetchone()
+            ).fetchone(),
+        )
         return None if row is None else row_task(row)
 
     def set_running_fields(self, task_id: int, **fields: Any) -> bool:
@@ -116,12 +118,17 @@ class Store(StoreBase):
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._write("update", this_boot_only=True) as conn:
-            cur = conn.execute(
-                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
-                (*fields.values(), task_id),
-            )
-        return cur.rowcount > 0
+        changed: int = self._group(
+            "update",
+            lambda conn: (
+                conn.execute(
+                    f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
+                    (*fields.values(), task_id),
+                ).rowcount
+            ),
+            this_boot_only=True,
+        )
+        return changed > 0
 
     def finish(
         self,
@@ -151,9 +158,10 @@ class Store(StoreBase):
         of its own. No pick, no claim.
 
         Returns (finished task, follow-up, claimed task or None)."""
-        row = None
-        with self._write("finish") as conn:
+
+        def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Any]:
             done, follow = self._finish_in(conn, task_id, ending)
+            row = None
             if pick is not None:
                 where, params = pick.where()
                 row = conn.execute(
@@ -163,6 +171,9 @@ class Store(StoreBase):
                     (started_at, *params),
                 ).fetchone()
             failpoint("finish_before_commit")
+            return done, follow, row
+
+        done, follow, row = self._group("finish", write)
         failpoint("finish_after_commit")
         return done, follow, None if row is None else row_task(row)
 
@@ -190,8 +201,9 @@ class Store(StoreBase):
     def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[Task]:
         """queued → cancelled for each id still queued, in one transaction; returns the
         tasks cancelled, in the order asked."""
-        done: dict[int, Task] = {}
-        with self._write("cancel") as conn:
+
+        def write(conn: sqlite3.Connection) -> dict[int, Task]:
+            done: dict[int, Task] = {}
             for chunk in chunks(list(ids)):
                 rows = conn.execute(
                     f"UPDATE tasks SET status = 'cancelled', finished_at = ?"
@@ -199,18 +211,25 @@ class Store(StoreBase):
                     (finished_at, *chunk),
                 ).fetchall()
                 done.update((task.id, task) for task in map(row_task, rows))
+            return done
+
+        done = self._group("cancel", write)
         return [done[i] for i in dict.fromkeys(ids) if i in done]
 
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""
         if not beats:
             return
-        with self._write("heartbeat", this_boot_only=True) as conn:
-            conn.executemany(
+        rows = [(beat, progress, task_id) for task_id, beat, progress in beats]
+        self._group(
+            "heartbeat",
+            lambda conn: conn.executemany(
                 "UPDATE tasks SET last_heartbeat = ?, progress = coalesce(?, progress)"
                 " WHERE id = ? AND status = 'running'",
-                [(beat, progress, task_id) for task_id, beat, progress in beats],
-            )
+                rows,
+            ),
+            this_boot_only=True,
+        )
 
     def set_priority(self, task_id: int, priority: int) -> Task:
         with self._write("set_priority") as conn:
