@@ -275,3 +275,42 @@ def test_kill9_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
             assert store.quick_check() == "ok"
         finally:
             store.close()
+
+
+def test_a_pid_record_not_waited_for_commits_before_the_finish_queued_after_it(
+    store: Store,
+) -> None:
+    """The task thread queues its pid record and goes on to wait for the child; the finish
+    it queues later commits with the record or after it, never before."""
+    task = store.enqueue(new())[0]
+    assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at="t")
+    gate = Gate(store)
+    out: dict[str, Any] = {}
+    first = in_thread(lambda: store.enqueue(new("a")), out, "first")
+    assert gate.entered.wait(DEADLINE)
+    # The writer is held in a commit: a waiting write could not return now; this one does.
+    assert store.set_running_fields(task.id, wait=False, pid=99) is True
+    assert store._writer.pending() == 1
+    finish = in_thread(
+        lambda: store.finish(task.id, Status.COMPLETED, finished_at="f", exit_code=0, error=None),
+        out,
+        "finish",
+    )
+    wait_until(lambda: store._writer.pending() == 2, "the finish to queue")
+    gate.release.set()
+    for t in (first, finish):
+        t.join(DEADLINE)
+    done = store.get(task.id)
+    assert done is not None and (done.status, done.pid) == (Status.COMPLETED, 99)
+
+
+def test_a_failed_pid_record_not_waited_for_is_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = store.enqueue(new())[0]
+    assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at="t")
+    store._writer.post("update", lambda conn: conn.execute("UPDATE nowhere SET x = 1"))
+    store.set_running_fields(task.id, pid=5)  # queued after it: done means it has run
+    assert any("update failed" in r.getMessage() for r in caplog.records)
+    got = store.get(task.id)
+    assert got is not None and got.pid == 5

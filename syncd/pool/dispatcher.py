@@ -315,8 +315,9 @@ class Dispatcher:
             if rt.kill_reason is not None:
                 child.terminate(self.settings.kill_grace_seconds)
         try:
-            self.store.set_running_fields(
+            self.store.set_running_fields(  # queued, not waited for: the child runs on
                 task.id,
+                wait=False,
                 pid=child.pid,
                 proc_starttime=child.identity.starttime,
                 boot_id=child.identity.boot_id,

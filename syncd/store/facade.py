@@ -107,28 +107,30 @@ class Store(StoreBase):
         )
         return None if row is None else row_task(row)
 
-    def set_running_fields(self, task_id: int, **fields: Any) -> bool:
+    def set_running_fields(self, task_id: int, *, wait: bool = True, **fields: Any) -> bool:
         """Record facts about a running task (pid, process identity, ...); False if it is
         not running.
 
-        Not fsynced: they identify a process of this boot, and a power loss ends the boot."""
+        Not fsynced: they identify a process of this boot, and a power loss ends the boot.
+        `wait=False`: queue the write and return True at once (a failure is logged); the
+        caller's later writes, such as the task's finish, commit with it or after it."""
         unknown = set(fields) - _SETTABLE
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a running task")
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        changed: int = self._group(
-            "update",
-            lambda conn: (
-                conn.execute(
-                    f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
-                    (*fields.values(), task_id),
-                ).rowcount
-            ),
-            this_boot_only=True,
-        )
-        return changed > 0
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
+                (*fields.values(), task_id),
+            ).rowcount
+
+        if not wait:
+            self._writer.post("update", write)
+            return True
+        return self._group("update", write, this_boot_only=True) > 0
 
     def finish(
         self,

@@ -28,9 +28,12 @@ _SHORTEN_AFTER_MS = 50  # a batch older than this takes its wait off busy_timeou
 
 
 class _Job(Generic[T]):
-    __slots__ = ("durable", "error", "fn", "queued_at", "ready", "result", "what")
+    __slots__ = ("detached", "durable", "error", "fn", "queued_at", "ready", "result", "what")
 
-    def __init__(self, what: str, fn: Callable[[sqlite3.Connection], T], durable: bool):
+    def __init__(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], durable: bool, detached: bool
+    ):
+        self.detached = detached  # nobody waits: its error is logged here
         self.what = what
         self.fn = fn
         self.durable = durable
@@ -47,6 +50,8 @@ class _Job(Generic[T]):
                 log.warning("store %s: %s", path, mapped.message)
                 mapped.__cause__ = exc
                 error = mapped
+        if self.detached and error is exc:
+            log.warning("store %s: %s failed: %s", path, self.what, exc)
         self.error = error
         self.ready.set()
 
@@ -74,7 +79,21 @@ class GroupWriter:
         nothing after a power loss; a batch of only those commits without the fsync."""
         if self._thread is not None and threading.current_thread() is self._thread:
             return fn(self._conn)  # a closure calling the store: already in the transaction
-        job = _Job(what, fn, durable)
+        job = self._put(_Job(what, fn, durable, detached=False))
+        job.ready.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def post(self, what: str, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue a this-boot-only write and return at once; a failure is logged. Later
+        writes of the same thread are queued after it, so they commit with it or later."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            fn(self._conn)
+            return
+        self._put(_Job(what, fn, durable=False, detached=True))
+
+    def _put(self, job: _Job[T]) -> _Job[T]:
         with self._cond:
             if self._stopping:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
@@ -83,10 +102,7 @@ class GroupWriter:
                 self._thread.start()
             self._queue.append(job)
             self._cond.notify()
-        job.ready.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
+        return job
 
     def pending(self) -> int:
         """Closures queued and not yet taken into a batch (tests watch a batch gather)."""
