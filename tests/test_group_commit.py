@@ -314,3 +314,18 @@ def test_a_failed_pid_record_not_waited_for_is_logged(
     assert any("update failed" in r.getMessage() for r in caplog.records)
     got = store.get(task.id)
     assert got is not None and got.pid == 5
+
+
+def test_a_hot_write_inside_a_locked_write_joins_its_transaction(store: Store) -> None:
+    """A store method that writes under the store lock and calls a hot write must not wait
+    for the writer thread (which waits for that lock): the write joins the transaction."""
+    with pytest.raises(RuntimeError), store._write("outer"):
+        store.enqueue(new("inner"))
+        raise RuntimeError("the outer write fails")
+    assert store.counts()["queued"] == 0  # rolled back with the outer transaction
+    with store._write("outer"):
+        task = store.enqueue(new("inner"))[0]
+    assert store.get(task.id) == task
+    with store._lock:  # held outside any transaction: the write takes one of its own
+        task = store.enqueue(new("locked"))[0]
+    assert store.get(task.id) == task

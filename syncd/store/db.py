@@ -111,6 +111,13 @@ class StoreBase:
         """A hot write: `fn(conn)` runs in the writer thread's next group transaction (with
         the writes of other callers, in a savepoint of its own) and its result is returned
         after that commit. Errors are raised here, mapped as in `_write`."""
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Called under the store lock (inside a `_write`): the writer thread would wait
+            # for this caller for ever. Join the open transaction, or take one of its own.
+            if self._conn.in_transaction:
+                return fn(self._conn)
+            with self._write(what, this_boot_only=this_boot_only) as conn:
+                return fn(conn)
         return self._writer.run(what, fn, durable=not this_boot_only)
 
     @contextmanager
