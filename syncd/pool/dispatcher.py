@@ -26,6 +26,7 @@ from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import NewTask, Status, Task, trigger_follow_up
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.pool.waker import Waker
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
@@ -94,6 +95,7 @@ class Dispatcher:
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.cond = threading.Condition()
+        self._waker = Waker(self.cond)
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
@@ -147,8 +149,9 @@ class Dispatcher:
 
     # -- dispatch ---------------------------------------------------------------------------
     def wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+        """Wake the loop; never waits for `cond` (a finishing task holds it across its
+        commit), so a submit is answered without waiting for another task's fsync."""
+        self._waker.wake()
 
     def tick(self) -> list[int]:
         """Start queued tasks while slots are free; returns the ids started."""
