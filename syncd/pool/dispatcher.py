@@ -381,8 +381,9 @@ class Dispatcher:
 
         gave_up: tuple[Task | None, Task | None] = (None, None)
         done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
-        with self.cond:
-            self.running.pop(task.id, None)
+        if task.id in self.running:  # only when the write gave up (write() pops it)
+            with self.cond:
+                self.running.pop(task.id, None)
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)
         except Exception:
@@ -391,7 +392,12 @@ class Dispatcher:
             self._announce_start(admitted[0])
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
-        with self.cond:  # slots still free (max_workers raised meanwhile) get threads
+        # Slots still free (max_workers raised meanwhile) get threads. Counted before taking
+        # `cond`, which the other slots hold across their commits: with every slot busy
+        # there is nothing to fill (a raise of max_workers wakes the loop, which fills).
+        if len(self.running) >= self.max_workers:
+            return admitted[0]
+        with self.cond:
             try:
                 self._fill_slots([], keep=False)
             except Exception as exc:  # e.g. the database is busy: the loop retries
