@@ -225,3 +225,19 @@ def test_a_failing_announcement_does_not_strand_a_claimed_task(
     wait_until(lambda: not d.running)
     d.events.unsubscribe(watcher)
     d.store.close()
+
+
+def test_wake_never_waits_for_the_lock_a_finishing_task_holds(tmp_path: Path) -> None:
+    """A submit wakes the loop; the finishing task holding `cond` across its commit must
+    not hold the submit's reply back (the wake is delivered once `cond` is free)."""
+    import threading
+
+    d = make(tmp_path)
+    try:
+        with d.cond:
+            t = threading.Thread(target=d.wake)
+            t.start()
+            t.join(15)
+            assert not t.is_alive()  # returned while this thread holds the lock
+    finally:
+        d.store.close()

@@ -62,7 +62,11 @@ def spawn(
 
 
 def output(child: Child) -> str:
-    return read_log(child.log.path, 0, 1 << 30)[0]
+    """The log as the `logs` op shows it: no file yet (no output yet) reads as nothing."""
+    try:
+        return read_log(child.log.path, 0, 1 << 30)[0]
+    except FileNotFoundError:
+        return ""
 
 
 def pump_threads(child: Child) -> list[threading.Thread]:

@@ -130,6 +130,9 @@ def test_final_file_for_any_chunking(
     sizes = [b - a for a, b in zip([0, *sorted(cuts)], sorted(cuts), strict=False)]
     write_chunks(log, data, sizes)
     log.close()
+    if not data:  # no output, no file
+        assert not path.exists()
+        return
     assert path.read_bytes() == expected_final(data, max_bytes)
     text, end, capped = read_log(path, 0, 1 << 30)
     assert end == len(data)
@@ -358,3 +361,21 @@ def test_retry_after_and_throttle_lines_in_any_chunking(tmp_path: Path, step: in
     assert log.retry_after == (120.0, "HTTP 503 maintenance")
     assert (log.throttle, log.throttles) == ((45.0, None), 2)
     assert (tmp_path / "1.log").read_bytes() == out  # the lines stay in the log too
+
+
+def test_no_output_no_file_and_a_stale_file_is_gone(tmp_path: Path) -> None:
+    """A task that prints nothing costs no file; one left under its name (a state dir
+    reset while logs/ stayed) is removed, so it is never shown as this task's output."""
+    path = tmp_path / "logs" / "7.log"
+    path.parent.mkdir()
+    path.write_bytes(b"an older task's output\n")
+    log = TaskLog(path, 1000)
+    assert not path.exists()
+    log.write(b"")
+    log.close()
+    assert not path.exists()
+    log = TaskLog(path, 1000)
+    log.write(b"now\n")
+    assert path.read_bytes() == b"now\n"  # created at the first output, readable at once
+    log.close()
+    assert path.read_bytes() == b"now\n"

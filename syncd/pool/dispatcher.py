@@ -28,6 +28,7 @@ from syncd.pool.policy import Outcome, decide, describe_exit, exit_outcome
 from syncd.pool.procs import STORE_ID_VAR
 from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
 from syncd.pool.sources import Sources
+from syncd.pool.waker import Waker
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
@@ -81,6 +82,7 @@ class Dispatcher:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_task = on_task  # sees every task event, watched or not (the metrics)
         self.cond = threading.Condition()
+        self._waker = Waker(self.cond)
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
@@ -137,8 +139,9 @@ class Dispatcher:
 
     # -- dispatch ---------------------------------------------------------------------------
     def wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+        """Wake the loop; never waits for `cond` (a finishing task holds it across its
+        commit), so a submit is answered without waiting for another task's fsync."""
+        self._waker.wake()
 
     def tick(self) -> list[int]:
         """Start queued tasks while slots are free; returns the ids started."""
@@ -357,8 +360,9 @@ class Dispatcher:
             if rt.kill_reason is not None:
                 child.terminate(self.settings.kill_grace_seconds)
         try:
-            self.store.set_running_fields(
+            self.store.set_running_fields(  # queued, not waited for: the child runs on
                 task.id,
+                wait=False,
                 pid=child.pid,
                 proc_starttime=child.identity.starttime,
                 boot_id=child.identity.boot_id,
@@ -442,7 +446,12 @@ class Dispatcher:
             self._announce_start(admitted[0])
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
-        with self.cond:  # slots still free (max_workers raised meanwhile) get threads
+        # Slots still free (max_workers raised meanwhile) get threads. Counted before taking
+        # `cond`, which the other slots hold across their commits: with every slot busy
+        # there is nothing to fill (a raise of max_workers wakes the loop, which fills).
+        if len(self.running) >= self.max_workers:
+            return admitted[0]
+        with self.cond:
             try:
                 self._fill_slots([], keep=False)
             except Exception as exc:  # e.g. the database is busy: the loop retries

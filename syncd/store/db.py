@@ -29,6 +29,7 @@ from syncd.store.rows import (
     row_task,
     store_error,
 )
+from syncd.store.writer import GroupWriter, rollback
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ _CORRUPT_HINT = (
 _ACCESS_HINT = "make the file and its directory writable by the user syncd runs as"
 _SCHEDULE_FIELDS = ("last_fire", "last_outcome", "paused", "paused_at")
 _S = TypeVar("_S", bound="StoreBase")
+_T = TypeVar("_T")
 _SHORTEN_AFTER_MS = 50  # a wait for the store lock longer than this comes off busy_timeout
 PRUNE_BATCH = 1000  # rows deleted per transaction: the store lock is held for one batch only
 VACUUM_STEP = 256  # free pages given back per transaction
@@ -56,6 +58,7 @@ class StoreBase:
         self._lock = threading.RLock()
         self._busy_ms = int(busy_timeout_ms)
         self._closed = False
+        self._writer = GroupWriter(conn, self._lock, self._busy_ms, path)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -101,6 +104,7 @@ class StoreBase:
 
     def close(self) -> None:
         """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
+        self._writer.stop()  # the group writes queued so far are committed and answered
         with self._lock:
             if self._closed:
                 return
@@ -113,6 +117,21 @@ class StoreBase:
             self._conn.close()
 
     # -- transactions ----------------------------------------------------------------------
+    def _group(
+        self, what: str, fn: Callable[[sqlite3.Connection], _T], *, this_boot_only: bool = False
+    ) -> _T:
+        """A hot write: `fn(conn)` runs in the writer thread's next group transaction (with
+        the writes of other callers, in a savepoint of its own) and its result is returned
+        after that commit. Errors are raised here, mapped as in `_write`."""
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Called under the store lock (inside a `_write`): the writer thread would wait
+            # for this caller for ever. Join the open transaction, or take one of its own.
+            if self._conn.in_transaction:
+                return fn(self._conn)
+            with self._write(what, this_boot_only=this_boot_only) as conn:
+                return fn(conn)
+        return self._writer.run(what, fn, durable=not this_boot_only)
+
     @contextmanager
     def _write(self, what: str, *, this_boot_only: bool = False) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written.
@@ -128,7 +147,7 @@ class StoreBase:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                _rollback(conn)
+                rollback(conn)
                 if isinstance(exc, sqlite3.Error):
                     mapped = store_error(exc, what)
                     if mapped is not None:
@@ -355,15 +374,6 @@ def put_schedule_state_in(conn: sqlite3.Connection, name: str, fields: dict[str,
         f" ON CONFLICT (name) {conflict}",
         (name, *fields.values()),
     )
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open (SQLite may already have done it)."""
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.warning("rollback failed: %s", exc)
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:

@@ -67,10 +67,15 @@ class Store(Successes, SourceRows):
         crash cannot keep the task and lose the slot's `last_fire` (it would fire again)."""
         if not items:
             return []
-        with self._write("enqueue") as conn:
-            results = Batch(conn, iso(self._clock.now()) or "").add(items)
+        now = iso(self._clock.now()) or ""
+
+        def write(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
+            results = Batch(conn, now).add(items)
             if schedule_state is not None:
                 put_schedule_state_in(conn, *schedule_state)
+            return results
+
+        results = self._group("enqueue", write)
         failpoint("enqueue_after_commit")
         return results
 
@@ -110,18 +115,22 @@ class Store(Successes, SourceRows):
         if "argv" in fields:
             fields["argv"] = json.dumps(fields["argv"])
         sets = "".join(f", {k} = ?" for k in fields)
-        with self._write("transition") as conn:
-            row = conn.execute(  # RETURNING: the new row without a second statement
+        row = self._group(
+            "transition",
+            lambda conn: conn.execute(  # RETURNING: the new row without a second statement
                 f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ? {RETURNING}",
                 (new.value, *fields.values(), task_id, old.value),
-            ).fetchone()
+            ).fetchone(),
+        )
         return None if row is None else row_task(row)
 
-    def set_running_fields(self, task_id: int, **fields: Any) -> bool:
+    def set_running_fields(self, task_id: int, *, wait: bool = True, **fields: Any) -> bool:
         """Record facts about a running task (pid, process identity, ...); False if it is
         not running.
 
-        Not fsynced: they identify a process of this boot, and a power loss ends the boot."""
+        Not fsynced: they identify a process of this boot, and a power loss ends the boot.
+        `wait=False`: queue the write and return True at once (a failure is logged); the
+        caller's later writes, such as the task's finish, commit with it or after it."""
         unknown = set(fields) - _SETTABLE
         if unknown or not fields:
             raise ValueError(f"cannot set {sorted(unknown) or 'nothing'} on a running task")
@@ -130,12 +139,17 @@ class Store(Successes, SourceRows):
         sets = ", ".join(f"{k} = ?" for k in fields)
         if injected_error("set_running_fields"):  # crash tests: the pid write fails
             raise StoreError(ErrorCode.STORAGE_ERROR, "database error (update): injected")
-        with self._write("update", this_boot_only=True) as conn:
-            cur = conn.execute(
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
                 f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running'",
                 (*fields.values(), task_id),
-            )
-        return cur.rowcount > 0
+            ).rowcount
+
+        if not wait:
+            self._writer.post("update", write)
+            return True
+        return self._group("update", write, this_boot_only=True) > 0
 
     def finish(
         self,
@@ -166,9 +180,10 @@ class Store(Successes, SourceRows):
         of its own. No pick, no claim.
 
         Returns (finished task, follow-up, claimed task or None)."""
-        row = None
-        with self._write("finish") as conn:
+
+        def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Any]:
             done, follow = self._finish_in(conn, task_id, ending)
+            row = None
             chosen = None if pick is None else pick.choose(conn)
             if chosen is not None:
                 row = conn.execute(
@@ -177,6 +192,9 @@ class Store(Successes, SourceRows):
                     (started_at, chosen),
                 ).fetchone()
             failpoint("finish_before_commit")
+            return done, follow, row
+
+        done, follow, row = self._group("finish", write)
         failpoint("finish_after_commit")
         return done, follow, None if row is None else row_task(row)
 
@@ -204,8 +222,9 @@ class Store(Successes, SourceRows):
     def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[Task]:
         """queued → cancelled for each id still queued, in one transaction; returns the
         tasks cancelled, in the order asked."""
-        done: dict[int, Task] = {}
-        with self._write("cancel") as conn:
+
+        def write(conn: sqlite3.Connection) -> dict[int, Task]:
+            done: dict[int, Task] = {}
             for chunk in chunks(list(ids)):
                 rows = conn.execute(
                     f"UPDATE tasks SET status = 'cancelled', finished_at = ?"
@@ -213,6 +232,9 @@ class Store(Successes, SourceRows):
                     (finished_at, *chunk),
                 ).fetchall()
                 done.update((task.id, task) for task in map(row_task, rows))
+            return done
+
+        done = self._group("cancel", write)
         return [done[i] for i in dict.fromkeys(ids) if i in done]
 
     def cancel_queued_page(
@@ -259,12 +281,16 @@ class Store(Successes, SourceRows):
         """One transaction per monitor tick, whatever the number of running tasks."""
         if not beats:
             return
-        with self._write("heartbeat", this_boot_only=True) as conn:
-            conn.executemany(
+        rows = [(beat, progress, task_id) for task_id, beat, progress in beats]
+        self._group(
+            "heartbeat",
+            lambda conn: conn.executemany(
                 "UPDATE tasks SET last_heartbeat = ?, progress = coalesce(?, progress)"
                 " WHERE id = ? AND status = 'running'",
-                [(beat, progress, task_id) for task_id, beat, progress in beats],
-            )
+                rows,
+            ),
+            this_boot_only=True,
+        )
 
     def set_priority(self, task_id: int, priority: int) -> Task:
         with self._write("set_priority") as conn:

@@ -90,7 +90,11 @@ class TaskLog:
         self._tail = tail_dir(path)
         if os.path.lexists(self._tail):  # left by an earlier run under this name
             shutil.rmtree(self._tail, ignore_errors=True)
-        self._head_fd: int | None = _create(path)
+        # The file is created at the first output: a task that prints nothing costs no file
+        # (a lookup is ~30x cheaper than a create). A stale one of the same name goes.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._head_fd: int | None = None
         self._head_len = 0
         self._head_open = True  # False once full or after a failed write
         self._segs: deque[_Segment] = deque()
@@ -111,6 +115,12 @@ class TaskLog:
         start = self.bytes_written
         self.bytes_written += len(data)
         view = memoryview(data)
+        if self._head_open and self._head_fd is None:
+            try:
+                self._head_fd = _create(self.path)
+            except OSError as exc:
+                self._fail(exc)
+                self._head_open = False
         if self._head_open and self._head_fd is not None:
             n = min(len(view), self.head_limit - self._head_len)
             done = self._write_all(self._head_fd, view[:n])
@@ -313,7 +323,8 @@ class TaskLog:
         shutil.rmtree(old, ignore_errors=True)
 
     def _copy_head(self, out: BinaryIO) -> None:
-        assert self._head_fd is not None
+        if self._head_fd is None:  # it could not be created: the marker covers its bytes
+            return
         copy_range(self._head_fd, 0, self._head_len, out)
 
     def _copy_tail(self, out: BinaryIO) -> None:

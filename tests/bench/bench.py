@@ -30,6 +30,9 @@ it over the socket only. It prints a markdown table and writes tests/bench/resul
           long task running, then also paused, then only out of its rate) and one task of
           another source submitted: its submit -> start delay (daemon clock, row times),
           median of 20 per phase, beside the same delay with an empty queue.
+  peers   syncd beside Huey and Celery + Redis (when installed: pip install '.[bench]';
+          Celery also needs redis-server on PATH) and the ThreadPool(2) floor, on the same
+          jobs with three producers (sequential, pipelined, batch): see peers.py.
 """
 
 from __future__ import annotations
@@ -564,6 +567,12 @@ def bench_idle(args: argparse.Namespace) -> dict[str, Any]:
 # -- cli ------------------------------------------------------------------------------------
 
 
+def bench_peers(args: argparse.Namespace) -> dict[str, Any]:
+    import peers  # beside this file; it imports huey/celery only when they are installed
+
+    return peers.bench_peers(args, sys.modules[__name__])
+
+
 def bench_cli(args: argparse.Namespace) -> dict[str, Any]:
     with daemon(routes_of([TRUE])) as d:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -584,7 +593,16 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
@@ -673,6 +691,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "idle": bench_idle,
     "cli": bench_cli,
     "held": bench_held,
+    "peers": bench_peers,
 }
 
 
@@ -698,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth-gap-n", type=int, default=100, help="date jobs run at each depth")
     p.add_argument("--idle-seconds", type=float, default=60.0)
     p.add_argument("--held-depth", type=int, default=1_000_000, help="queued for a held source")
+    p.add_argument("--peers-n", type=int, default=2000, help="jobs per run in the peers section")
     p.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     args = p.parse_args(argv)
     args.depths = [int(x) for x in args.depths.split(",") if x]
@@ -715,9 +735,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {results[name]} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
-    print(f"\nsyncd benchmarks: {m['nproc']} x {m['cpu']}, Python {m['python']}, "
-          f"SQLite {m['sqlite']}\n")  # fmt: skip
-    print(table(results))
+    print(f"\nRun on {m['date']} at commit {m['commit']}. Machine: `nproc` = {m['nproc']},"
+          f" \"{m['cpu']}\", kernel {m['kernel']}, Python {m['python']},"
+          f" SQLite {m['sqlite']}.\n")  # fmt: skip
+    if set(results) - {"machine", "args", "peers"}:
+        print(table(results))
+    if "peers" in results:
+        import peers
+
+        print()
+        print(peers.table(results["peers"]))
     return 0
 
 

@@ -1,0 +1,48 @@
+"""Waking the dispatch loop without waiting for its lock. The dispatcher's condition is
+held across a finishing task's commit (an fsync), so a submit that woke the loop inline
+would be answered only after another task's commit; instead, when the lock is taken, the
+wake is handed to a small thread that notifies as soon as the lock is free."""
+
+from __future__ import annotations
+
+import threading
+
+IDLE_SECONDS = 5.0  # the thread ends after this long without a wake to deliver
+
+
+class Waker:
+    """notify_all() on `cond` now if its lock is free, else soon from a helper thread
+    (started when first needed, ended when idle): the caller never blocks."""
+
+    def __init__(self, cond: threading.Condition, idle: float = IDLE_SECONDS) -> None:
+        self._cond = cond
+        self._idle = idle
+        self._asked = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._cond.acquire(blocking=False):
+            try:
+                self._cond.notify_all()
+            finally:
+                self._cond.release()
+            return
+        self._asked.set()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dispatch-waker")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            if not self._asked.wait(self._idle):
+                with self._lock:
+                    if not self._asked.is_set():  # a wake() after this sees no thread
+                        self._thread = None
+                        return
+                continue
+            self._asked.clear()  # a wake() from now on is delivered by the next round
+            with self._cond:
+                self._cond.notify_all()

@@ -1,0 +1,246 @@
+"""Group commit. A hot write is handed, as a closure, to one writer thread; the thread runs
+every closure queued so far in ONE transaction, each inside its own SAVEPOINT (a failing
+one rolls back alone and its caller gets its own error), commits once (one fsync for all)
+and only then answers each caller. While one commit's fsync is in flight, the next batch
+gathers in the queue. Acknowledged still means durable: no caller returns before the
+commit that holds its write."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from syncd.core.errors import StoreError
+from syncd.core.models import ErrorCode
+from syncd.store.rows import store_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_BATCH = 256  # closures per transaction: bounds how long one commit keeps the others
+_SHORTEN_AFTER_MS = 50  # a batch older than this takes its wait off busy_timeout
+
+
+class _Job(Generic[T]):
+    __slots__ = ("detached", "durable", "error", "fn", "queued_at", "ready", "result", "what")
+
+    def __init__(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], durable: bool, detached: bool
+    ):
+        self.detached = detached  # nobody waits: its error is logged here
+        self.what = what
+        self.fn = fn
+        self.durable = durable
+        self.queued_at = time.monotonic()
+        self.ready = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException, path: Path) -> None:
+        error = exc
+        if isinstance(exc, sqlite3.Error):
+            mapped = store_error(exc, self.what)
+            if mapped is not None:
+                log.warning("store %s: %s", path, mapped.message)
+                mapped.__cause__ = exc
+                error = mapped
+        if self.detached and error is exc:
+            log.warning("store %s: %s failed: %s", path, self.what, exc)
+        self.error = error
+        self.ready.set()
+
+
+class GroupWriter:
+    """The writer thread of one store connection. It takes the store lock for each batch,
+    so writes on the old locked path and reads stay serialised with it."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, lock: threading.RLock, busy_ms: int, path: Path
+    ) -> None:
+        self._conn = conn
+        self._lock = lock
+        self._busy_ms = busy_ms
+        self._path = path
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Job[Any]] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- callers ---------------------------------------------------------------------------
+    def run(self, what: str, fn: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        """Run `fn(conn)` in the next group transaction; return its result after the commit
+        (or raise its error, mapped like any store error). `durable=False`: facts that mean
+        nothing after a power loss; a batch of only those commits without the fsync."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            return fn(self._conn)  # a closure calling the store: already in the transaction
+        job = self._put(_Job(what, fn, durable, detached=False))
+        job.ready.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def post(self, what: str, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue a this-boot-only write and return at once; a failure is logged. Later
+        writes of the same thread are queued after it, so they commit with it or later."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            fn(self._conn)
+            return
+        self._put(_Job(what, fn, durable=False, detached=True))
+
+    def _put(self, job: _Job[T]) -> _Job[T]:
+        with self._cond:
+            if self._stopping:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+                self._thread.start()
+            self._queue.append(job)
+            self._cond.notify()
+        return job
+
+    def pending(self) -> int:
+        """Closures queued and not yet taken into a batch (tests watch a batch gather)."""
+        with self._cond:
+            return len(self._queue)
+
+    def stop(self) -> None:
+        """Answer what is queued, then end the thread; later writes fail as on a closed
+        connection."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        """The one COMMIT (and fsync) of a batch; a seam for tests that slow it down."""
+        conn.execute("COMMIT")
+
+    # -- the thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                jobs = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+            try:
+                self._batch(jobs)
+            except BaseException as exc:  # a bug here must not leave callers waiting
+                log.exception("store %s: group write failed", self._path)
+                for job in jobs:
+                    if not job.ready.is_set():
+                        job.fail(exc, self._path)
+
+    def _batch(self, jobs: list[_Job[Any]]) -> None:
+        """Under the store lock, waited for no longer than busy_timeout counted from the
+        oldest caller's arrival; what it waited comes off SQLite's busy timeout too."""
+        waited_ms = int((time.monotonic() - min(j.queued_at for j in jobs)) * 1000)
+        if not self._lock.acquire(timeout=max(0, self._busy_ms - waited_ms) / 1000):
+            for job in jobs:
+                message = f"database is busy, try again ({job.what}): another write holds it"
+                log.warning("store %s: %s", self._path, message)
+                job.fail(StoreError(ErrorCode.BUSY, message), self._path)
+            return
+        try:
+            waited_ms = int((time.monotonic() - min(j.queued_at for j in jobs)) * 1000)
+            shorten = waited_ms > _SHORTEN_AFTER_MS
+            if shorten:
+                self._conn.execute(f"PRAGMA busy_timeout = {max(1, self._busy_ms - waited_ms)}")
+            try:
+                while jobs:
+                    jobs = self._attempt(jobs)
+            finally:
+                if shorten:
+                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        finally:
+            self._lock.release()
+
+    def _attempt(self, jobs: list[_Job[Any]]) -> list[_Job[Any]]:
+        """One transaction over `jobs`. Returns the jobs to run again: those that had
+        succeeded when a later one's error made SQLite roll the whole transaction back."""
+        durable = any(j.durable for j in jobs)
+        committed: list[_Job[Any]] = []
+        try:
+            return self._transaction(jobs, durable, committed)
+        finally:
+            for job in committed:  # answered only now: committed, and the connection reset
+                job.ready.set()
+
+    def _transaction(
+        self, jobs: list[_Job[Any]], durable: bool, committed: list[_Job[Any]]
+    ) -> list[_Job[Any]]:
+        conn = self._conn
+        if not durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                rollback(conn)
+                for job in jobs:
+                    job.fail(exc, self._path)
+                return []
+            alone = len(jobs) == 1  # no savepoint needed: the transaction is the job's
+            done: list[_Job[Any]] = []
+            for i, job in enumerate(jobs):
+                try:
+                    if not alone:
+                        conn.execute("SAVEPOINT job")
+                    job.result = job.fn(conn)
+                    if not alone:
+                        conn.execute("RELEASE job")
+                except BaseException as exc:
+                    if alone or not _undo_savepoint(conn):
+                        rollback(conn)
+                        job.fail(exc, self._path)
+                        return [*done, *jobs[i + 1 :]]  # the whole transaction is gone
+                    job.fail(exc, self._path)
+                    continue
+                done.append(job)
+            if not done:
+                rollback(conn)
+                return []
+            try:
+                self.commit(conn)
+            except BaseException as exc:
+                rollback(conn)
+                for job in done:
+                    job.fail(exc, self._path)
+                return []
+            committed += done
+            return []
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous = FULL")
+
+
+def _undo_savepoint(conn: sqlite3.Connection) -> bool:
+    """Roll back to the job's savepoint; False when the transaction itself is gone (SQLite
+    rolls back everything on some errors, e.g. a full disk)."""
+    if not conn.in_transaction:
+        return False
+    try:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+    except sqlite3.Error as exc:
+        log.warning("rollback to savepoint failed: %s", exc)
+        return False
+    return True
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite may already have done it)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
