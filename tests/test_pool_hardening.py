@@ -13,40 +13,13 @@ from typing import Any
 
 import pytest
 
-from syncd.config.load import loads_config
-from syncd.config.routing import RouteTable
-from syncd.core.clock import SystemClock
 from syncd.core.events import EventBus
 from syncd.core.models import Status, Task
 from syncd.pool.dispatcher import KILL_CANCEL, KILL_TIMEOUT, Dispatcher
 from syncd.service.tasks import TaskService
-from syncd.store.facade import Store
+from tests.helpers.pool import make
 
 DEADLINE = 20.0
-
-
-def make(tmp_path: Path, routes: str = "", **daemon: Any) -> Dispatcher:
-    extra = "".join(f"{k} = {v}\n" for k, v in daemon.items())
-    text = f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-socket = "{tmp_path / "s.sock"}"
-{extra}
-[defaults]
-allowed_params = []
-[sources.src.routes]
-ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
-{routes}
-"""
-    cfg = loads_config(text, base_dir=tmp_path, env={"PATH": os.environ["PATH"]})
-    store = Store.open(cfg.daemon.state_dir / "syncd.db")
-    return Dispatcher(
-        store=store,
-        routes=RouteTable.from_config(cfg),
-        settings=cfg.daemon,
-        clock=SystemClock(),
-        events=EventBus(),
-    )
 
 
 def submit(d: Dispatcher, sync_type: str) -> Task:

@@ -25,26 +25,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from syncd.core.clock import Clock, iso
+from syncd.core.clock import iso
 from syncd.core.models import Status, Task
 from syncd.pool import slots
-from syncd.pool.dispatcher import Dispatcher
-from syncd.store.facade import Store
+from syncd.service.view import PoolView
 
 
 class Schedules(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 
 
-class Daemon(Protocol):
+class Daemon(PoolView, Protocol):
     """The parts of the daemon an explanation reads."""
 
-    @property
-    def dispatcher(self) -> Dispatcher: ...
-    @property
-    def store(self) -> Store: ...
-    @property
-    def clock(self) -> Clock: ...
     @property
     def scheduler(self) -> Schedules: ...
 

@@ -5,23 +5,15 @@ state (ok, paused, throttled, open, half_open) with until-when and why. Shared b
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from syncd.core.clock import Clock, iso
+from syncd.core.clock import iso
 from syncd.core.errors import SyncdError
 from syncd.core.models import ErrorCode
-from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.sources import HALF_OPEN, OPEN, SourceState
-from syncd.store.facade import Store
+from syncd.service.view import PoolView
 
-
-class Daemon(Protocol):
-    @property
-    def dispatcher(self) -> Dispatcher: ...
-    @property
-    def store(self) -> Store: ...
-    @property
-    def clock(self) -> Clock: ...
+Daemon = PoolView  # what the source views read
 
 
 def known(d: Daemon, name: str) -> str:

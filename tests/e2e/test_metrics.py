@@ -76,8 +76,9 @@ SEQUENCE_SOURCES = {"alpha": {"routes": {"ok": "ok", "bad": "bad", "slow": SLOW}
 
 
 def test_the_exposition_after_a_known_sequence_of_tasks(make_daemon):
-    """2 completed, 1 failed, 1 timed out, 1 lost across a kill -9: the exposition, parsed
-    by prometheus_client, says exactly that (and the last success survives the restart)."""
+    """2 completed, 1 failed, 1 timed out, then 1 lost across a kill -9: the exposition,
+    parsed by prometheus_client, says exactly that at each step, and the last success (read
+    from the history) survives the restart while the counters start anew."""
     d = make_daemon({**SEQUENCE_SOURCES, "beta": {"routes": {"long": "long"}}})
     ok = [d.call("submit", source="alpha", sync_type="ok", params={"record": str(i)},
                  allow_duplicate=True)["task"]["id"] for i in range(2)]  # fmt: skip
@@ -88,36 +89,6 @@ def test_the_exposition_after_a_known_sequence_of_tasks(make_daemon):
     d.wait_status(bad, {"failed"})
     timed_out = d.wait_status(slow, {"failed"}, timeout=60)
     assert "timeout" in (timed_out["error"] or "")
-    long = d.call("submit", source="beta", sync_type="long", params={"sleep": "600"})["task"]["id"]
-    d.wait_status(long, {"running"})
-    d.stop(signal.SIGKILL)
-    d.start()
-    assert d.task(long)["status"] in ("failed", "queued", "running")  # lost, then requeued
-    d.call("pause")
-
-    m = samples(syncctl(d.socket, "metrics").stdout)
-    finished = "syncd_tasks_finished_total"
-    # Counters run since this daemon's start; the store-backed gauges see the whole history.
-    assert m[("syncd_tasks_lost_total", ())] == 1
-    gauge = "syncd_route_last_success_timestamp_seconds"
-    last = m[(gauge, (("source", "alpha"), ("sync_type", "ok")))]
-    started = max(parse_iso(d.task(i)["started_at"]).timestamp() for i in ok)
-    assert abs(last - started) < 0.01
-    assert (gauge, (("source", "alpha"), ("sync_type", "bad"))) not in m  # never completed
-    assert all(v == 0 for k, v in m.items() if k[0] == finished)  # a new life counts anew
-
-
-def test_the_counters_of_one_daemon_life(make_daemon):
-    """The same sequence within one daemon's life: 2 completed, 1 failed, 1 timed out."""
-    d = make_daemon(SEQUENCE_SOURCES)
-    ok = [d.call("submit", source="alpha", sync_type="ok", params={"record": str(i)},
-                 allow_duplicate=True)["task"]["id"] for i in range(2)]  # fmt: skip
-    bad = d.call("submit", source="alpha", sync_type="bad", params={"exit": "3"})["task"]["id"]
-    slow = d.call("submit", source="alpha", sync_type="slow", params={"sleep": "60"})["task"]["id"]
-    for i in ok:
-        d.wait_status(i, {"completed"})
-    d.wait_status(bad, {"failed"})
-    d.wait_status(slow, {"failed"}, timeout=60)
     m = samples(syncctl(d.socket, "metrics").stdout)
     finished = "syncd_tasks_finished_total"
     assert m[(finished, (("source", "alpha"), ("status", "completed"), ("sync_type", "ok")))] == 2
@@ -126,6 +97,21 @@ def test_the_counters_of_one_daemon_life(make_daemon):
     assert m[("syncd_timeouts_total", ())] == 1
     assert m[("syncd_stale_kills_total", ())] == 0
     assert m[("syncd_task_duration_seconds_count", (("source", "alpha"),))] == 4
+
+    long = d.call("submit", source="beta", sync_type="long", params={"sleep": "600"})["task"]["id"]
+    d.wait_status(long, {"running"})
+    d.stop(signal.SIGKILL)
+    d.start()
+    assert d.task(long)["status"] in ("failed", "queued", "running")  # lost, then requeued
+    d.call("pause")
+    m = samples(syncctl(d.socket, "metrics").stdout)
+    assert m[("syncd_tasks_lost_total", ())] == 1
+    gauge = "syncd_route_last_success_timestamp_seconds"
+    last = m[(gauge, (("source", "alpha"), ("sync_type", "ok")))]
+    started = max(parse_iso(d.task(i)["started_at"]).timestamp() for i in ok)
+    assert abs(last - started) < 0.01
+    assert (gauge, (("source", "alpha"), ("sync_type", "bad"))) not in m  # never completed
+    assert all(v == 0 for k, v in m.items() if k[0] == finished)  # a new life counts anew
 
 
 def test_schedule_fires_are_counted(make_daemon):

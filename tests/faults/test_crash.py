@@ -26,6 +26,7 @@ from tests.helpers.crash import (
     quick_check,
     start_and_first_reply,
     submit,
+    wait_exit,
     wait_running_with_pid,
 )
 from tests.helpers.daemon import REPO, Conn, DaemonProc, wait_for
@@ -211,16 +212,6 @@ def _crash_with(make_daemon, failpoint: str, **daemon: Any) -> DaemonProc:
     return d
 
 
-def _wait_exit(d: DaemonProc, timeout: float = 20) -> int:
-    assert d.proc is not None
-    try:
-        code = d.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"daemon did not crash:\n{d.stderr()}") from None
-    d._stderr.close()
-    return code
-
-
 def _restart_clean(d: DaemonProc) -> None:
     d.env.pop("SYNCD_FAILPOINT", None)
     d.start()
@@ -240,7 +231,7 @@ def test_r6_crash_around_finish_is_exactly_one_outcome(
 ):
     d = _crash_with(make_daemon, failpoint)
     task = submit(d, sync_type, exit=exit_code)
-    assert _wait_exit(d) == 99
+    assert wait_exit(d) == 99
     _restart_clean(d)
     final = d.wait_status(task["id"], {"completed", "failed"})
     rows = db_like(d)
@@ -268,7 +259,7 @@ def test_r6_crash_after_commit_before_reply(make_daemon):
     with pytest.raises((ConnectionError, OSError)):
         conn.request("submit", source="alpha", sync_type="a1", params={"sleep": 1})
     conn.close()
-    assert _wait_exit(d) == 99
+    assert wait_exit(d) == 99
     _restart_clean(d)
     # The client never got its id; the task is there, and `get` finds it.
     (task,) = db_like(d)
@@ -296,12 +287,12 @@ def test_r7_poison_pill_stops_after_max_lost_requeues(make_daemon):
     first = submit(d, "a1", sleep=1)
     d.call("resume")
     crashes = 1
-    assert _wait_exit(d) == 99
+    assert wait_exit(d) == 99
     for _ in range(5):  # restart it as systemd would, up to 5 times
         d.start(wait=False)
         if wait_for(lambda: _crashed_or_settled(d), 30, "crash or final loss") == "settled":
             break
-        assert _wait_exit(d) == 99, d.stderr()
+        assert wait_exit(d) == 99, d.stderr()
         crashes += 1
     assert crashes == 4, f"crashed {crashes} times:\n{d.stderr()}"
     chain = [t for t in db_like(d) if t["source"] == "alpha"]

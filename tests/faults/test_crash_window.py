@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.crash import kill9, pid_alive, submit, wait_running_with_pid
+from tests.helpers.crash import kill9, pid_alive, submit, wait_exit, wait_running_with_pid
 from tests.helpers.daemon import DaemonProc, wait_for
 
 ALL = ["queued", "running", "completed", "failed", "cancelled"]
@@ -28,16 +27,6 @@ def runs(record: Path) -> list[str]:
     if not record.exists():
         return []
     return [line.split()[3] for line in record.read_text().splitlines() if line.startswith("start")]
-
-
-def wait_exit(d: DaemonProc, timeout: float = 20) -> int:
-    assert d.proc is not None
-    try:
-        code = d.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"daemon did not crash:\n{d.stderr()}") from None
-    d._stderr.close()
-    return code
 
 
 def settled(d: DaemonProc) -> bool:

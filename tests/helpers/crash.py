@@ -112,3 +112,14 @@ def stranger() -> Iterator[subprocess.Popen[bytes]]:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def wait_exit(d: DaemonProc, timeout: float = 20) -> int:
+    """Wait for a daemon that is expected to die by itself (a failpoint); its exit code."""
+    assert d.proc is not None
+    try:
+        code = d.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"daemon did not crash:\n{d.stderr()}") from None
+    d._stderr.close()
+    return code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from syncd.config.load import loads_config
 from syncd.config.routing import RouteTable
@@ -20,15 +21,20 @@ from tests.helpers.procs import wait_until
 __all__ = ["make", "submit", "wait_until"]
 
 
-def make(tmp_path: Path) -> Dispatcher:
+def make(tmp_path: Path, routes: str = "", **daemon: Any) -> Dispatcher:
+    """Source `src` with a route `ok` that exits 0, plus `routes` (TOML lines) and
+    `daemon` settings."""
+    extra = "".join(f"{k} = {v}\n" for k, v in daemon.items())
     text = f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"
 socket = "{tmp_path / "s.sock"}"
+{extra}
 [defaults]
 allowed_params = []
 [sources.src.routes]
 ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
+{routes}
 """
     cfg = loads_config(text, base_dir=tmp_path, env={"PATH": os.environ["PATH"]})
     store = Store.open(cfg.daemon.state_dir / "syncd.db")
