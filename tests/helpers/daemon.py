@@ -215,6 +215,17 @@ class DaemonProc:
         return self.proc.returncode
 
 
+def daemon_settings(workdir: Path) -> dict[str, Any]:
+    """The `[daemon]` table of a test daemon: quick heartbeats and kills, a local socket."""
+    return {
+        "max_workers": 2,
+        "state_dir": "state",
+        "socket": str(workdir / "syncd.sock"),
+        "heartbeat_seconds": 0.2,
+        "kill_grace_seconds": 1,
+    }
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     # AF_UNIX paths are limited to 107 bytes: keep the socket path short.
@@ -236,14 +247,7 @@ def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
         env: dict[str, str] | None = None,
         start: bool = True,
     ) -> DaemonProc:
-        settings = {
-            "max_workers": 2,
-            "state_dir": "state",
-            "socket": str(workdir / "syncd.sock"),
-            "heartbeat_seconds": 0.2,
-            "kill_grace_seconds": 1,
-        }
-        settings.update(daemon or {})
+        settings = {**daemon_settings(workdir), **(daemon or {})}
         srcs = sources or {"alpha": {"routes": {"a1": "a1", "a2": "a2"}}}
         d = DaemonProc(workdir, render_config(settings, srcs, defaults, schedules), env)
         started.append(d)

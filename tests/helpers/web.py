@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.daemon import REPO, DaemonProc, render_config, wait_for
+from tests.helpers.daemon import REPO, DaemonProc, daemon_settings, render_config, wait_for
 
 TOKEN = "test-token-0123456789"
 SOURCES = {
@@ -92,14 +92,7 @@ class Stack:
 def make_stack(
     workdir: Path, web_table: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None
 ) -> Stack:
-    settings = {
-        "max_workers": 2,
-        "state_dir": "state",
-        "socket": str(workdir / "syncd.sock"),
-        "heartbeat_seconds": 0.2,
-        "kill_grace_seconds": 1,
-        **(daemon or {}),
-    }
+    settings = {**daemon_settings(workdir), **(daemon or {})}
     text = render_config(settings, SOURCES, schedules=SCHEDULES)
     (workdir / "token").write_text(TOKEN + "\n")
     table = {"actions": True, "token_file": "token", **(web_table or {})}
