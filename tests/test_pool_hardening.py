@@ -236,7 +236,7 @@ def test_a_bulk_cancel_commits_in_batches_and_a_submit_gets_in_between(
     d = make(tmp_path)
     ids = seed(d, 3000)
     service = TaskService(d.store, d, d.clock)
-    d.events = EventBus(max_bytes=1 << 30)
+    d.events = d.announcer.events = EventBus(max_bytes=1 << 30)  # room for every event
     sub = d.events.subscribe(["task"])  # a watcher: every cancelled task is announced
     commits: list[tuple[str, int]] = []
     submitted: list[int] = []

@@ -11,12 +11,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TypeVar
 
-from syncd.config.model import DaemonSettings, Route
+from syncd.config.model import DaemonSettings
 from syncd.config.routing import RouteTable
-from syncd.config.watermarks import has_watermarks, next_run_argv
+from syncd.config.watermarks import has_watermarks
 from syncd.core import paths
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
@@ -24,10 +23,12 @@ from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import Status, Task
 from syncd.pool import slots
+from syncd.pool.announce import Announcer
 from syncd.pool.policy import Outcome, decide, describe_exit, exit_outcome
-from syncd.pool.procs import STORE_ID_VAR
-from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env
+from syncd.pool.runner import Child, SpawnError
+from syncd.pool.running import RunningTask
 from syncd.pool.sources import Sources
+from syncd.pool.spawn import start_child, watermarked_argv
 from syncd.pool.waker import Waker
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
@@ -42,24 +43,6 @@ KILL_SHUTDOWN = "shutdown"
 
 PERSIST_RETRY_SECONDS = 1.0
 T = TypeVar("T")
-
-
-@dataclass
-class RunningTask:
-    """What the daemon knows about one running task beyond its row."""
-
-    task: Task
-    route: Route | None
-    started_mono: float
-    last_progress_mono: float
-    child: Child | None = None
-    kill_reason: str | None = None
-    kill_detail: str | None = None
-    last_cpu: float = 0.0
-    last_io: int = 0
-    last_output: int = 0
-    throttles_applied: int = 0  # `::throttle` lines of its output already applied
-    thread: threading.Thread | None = field(default=None, repr=False)
 
 
 class Dispatcher:
@@ -80,7 +63,7 @@ class Dispatcher:
         self.clock = clock
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.on_task = on_task  # sees every task event, watched or not (the metrics)
+        self.announcer = Announcer(events, store, clock, on_task)
         self.cond = threading.Condition()
         self._waker = Waker(self.cond)
         self.running: dict[int, RunningTask] = {}
@@ -314,33 +297,19 @@ class Dispatcher:
                 return Outcome(Status.FAILED, None, error)
             gave_up: list[str] = []
             argv = self._persist(
-                f"task {task.id} argv", lambda: self._watermarked(task, route), gave_up
+                f"task {task.id} argv", lambda: watermarked_argv(self.store, task, route), gave_up
             )
             if argv is gave_up:
                 return self._killed(rt, None)
         try:
-            env = build_env(
-                self.base_env,
-                route.env_file,
-                route.env,
-                {
-                    "SYNCD_TASK_ID": str(task.id),
-                    "SYNCD_SOURCE": task.source,
-                    "SYNCD_SYNC_TYPE": task.sync_type,
-                    "SYNCD_ATTEMPT": str(task.attempt),
-                    STORE_ID_VAR: self.store_id,
-                },
-            )
-            child = Child.start(
-                SpawnRequest(
-                    task_id=task.id,
-                    argv=argv,
-                    cwd=route.cwd,
-                    env=env,
-                    log_path=paths.task_log(self.log_dir, task.id),
-                    log_max_bytes=self.settings.log_max_bytes,
-                    caller_waits=True,
-                )
+            child = start_child(
+                task,
+                route,
+                argv,
+                base_env=self.base_env,
+                store_id=self.store_id,
+                log_path=paths.task_log(self.log_dir, task.id),
+                log_max_bytes=self.settings.log_max_bytes,
             )
         except SpawnError as exc:
             log.warning("task %d: spawn error: %s", task.id, exc)
@@ -378,15 +347,6 @@ class Dispatcher:
             with self.cond:
                 rt.kill_reason = rt.kill_detail = None
         return exit_outcome(code, child.log.retry_after, rt.route)
-
-    def _watermarked(self, task: Task, route: Route) -> list[str]:
-        """The argv with the last success of this route and params filled in, recorded as
-        the task's argv before it runs (the one queued is kept for its follow-ups)."""
-        last = self.store.last_success(task.source, task.route, task.params)
-        when = None if last is None else (last.started_at, last.finished_at)
-        argv = next_run_argv(task.argv, task.params, when, route.watermark_default or "")
-        self.store.record_spawn_argv(task.id, argv, task.argv)
-        return argv
 
     def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
         reason = rt.kill_reason
@@ -540,25 +500,8 @@ class Dispatcher:
             self.wake()
 
     def announce_task(self, task: Task, *, wake: bool = True, pool: bool = True) -> None:
-        """Publish a task's new state (and, with `pool`, the pool's counts). Best effort: it
-        runs after a commit, so a failure here is logged, never raised into its caller."""
-        if self.on_task is not None:
-            try:
-                self.on_task(task)
-            except Exception:  # counting must never break dispatch or a caller's commit
-                log.exception("task %d: observer failed", task.id)
-        try:
-            if self.events.subscriber_count:  # nobody watching: build no event at all
-                self.events.publish(
-                    {
-                        "event": "task",
-                        "at": iso(self.clock.now()),
-                        "task": task.to_dict(),
-                        "status": task.status.value,
-                    }
-                )
-        except Exception:
-            log.exception("publishing the event of task %d failed", task.id)
+        """Publish a task's new state (and, with `pool`, the pool's counts); best effort."""
+        self.announcer.task(task)
         if pool:
             self.announce_pool(wake=wake)
         elif wake:
@@ -567,20 +510,7 @@ class Dispatcher:
     def announce_pool(self, *, wake: bool = False) -> None:
         self._changed("pool", wake=wake)
 
-    def _task_event(self, task: Task, *, wake: bool = True) -> None:
-        self.announce_task(task, wake=wake)
-
     def _changed(self, kind: str, *, wake: bool = True) -> None:
-        try:
-            # The pool event costs a counts() query: only pay for it when someone watches.
-            if kind == "pool" and self.events.subscriber_count:
-                counts = self.store.counts()
-                status = {"running": len(self.running), "queued": counts.get("queued", 0)}
-                event = {"event": "pool", "at": iso(self.clock.now()), "status": status}
-                self.events.publish(event)
-            elif kind != "pool":
-                self.events.publish({"event": kind, "at": iso(self.clock.now())})
-        except Exception:
-            log.exception("publishing a %s event failed", kind)
+        self.announcer.changed(kind, running=len(self.running))
         if wake:
             self.wake()

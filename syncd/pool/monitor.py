@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from syncd.core.clock import Clock, iso
-from syncd.pool.dispatcher import KILL_STALE, KILL_TIMEOUT, Dispatcher, RunningTask
+from syncd.pool.dispatcher import KILL_STALE, KILL_TIMEOUT, Dispatcher
+from syncd.pool.running import RunningTask
 
 log = logging.getLogger(__name__)
 

@@ -62,13 +62,16 @@ def test_charts_escape_and_scale() -> None:
     series = {
         "buckets": [
             {"start": "2026-01-01T00:00:00Z", "completed": 3, "failed": 1, "cancelled": 0,
-             "queued": None},
-            {"start": "<b>", "completed": 0, "failed": 0, "cancelled": 0, "queued": 7},
+             "deferred": 1, "queued": None},
+            {"start": "<b>", "completed": 0, "failed": 0, "cancelled": 0, "deferred": 0,
+             "queued": 7},
         ]
     }  # fmt: skip
     svg = str(charts.throughput(series))
     assert svg.count('class="bar completed"') == 1 and svg.count('class="bar failed"') == 1
-    assert "3 completed, 1 failed" in svg and ">5</text>" in svg  # the axis rounds 4 up to 5
+    assert svg.count('class="bar deferred"') == 1
+    assert "3 completed, 1 failed, 0 cancelled, 1 deferred" in svg
+    assert ">5</text>" in svg  # the axis: 5 finishes in the tallest bar
     depth = str(charts.queue_depth(series))
     assert depth.count('class="bar queued"') == 1 and "&lt;b&gt;" in depth and "<b>" not in depth
     assert "style=" not in svg + depth  # the CSP allows no inline style
