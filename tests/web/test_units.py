@@ -75,7 +75,7 @@ def test_charts_escape_and_scale() -> None:
     depth = str(charts.queue_depth(series))
     assert depth.count('class="bar queued"') == 1 and "&lt;b&gt;" in depth and "<b>" not in depth
     assert "style=" not in svg + depth  # the CSP allows no inline style
-    assert charts.totals(series) == {"completed": 3, "failed": 1, "cancelled": 0}
+    assert charts.totals(series) == {"completed": 3, "failed": 1, "cancelled": 0, "deferred": 1}
 
 
 @pytest.fixture
