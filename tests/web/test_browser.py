@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -20,6 +20,23 @@ XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 def wait(driver: Any) -> WebDriverWait:
     return WebDriverWait(driver, WAIT, poll_frequency=0.1)
+
+
+def click(driver: Any, xpath: str) -> None:
+    """Click the element at `xpath` once it is clickable. A live update may swap its section
+    between finding and clicking it (the element goes stale): find it again and retry."""
+
+    def clicked(drv: Any) -> bool:
+        try:
+            found = ec.element_to_be_clickable((By.XPATH, xpath))(drv)
+            if not found:
+                return False
+            found.click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait(driver).until(clicked)
 
 
 def section_text(driver: Any, element_id: str) -> str:
@@ -74,6 +91,14 @@ def test_login_and_cancel_through_the_page(site) -> None:
     stack, driver = site
     d = stack.daemon
     d.call("pause")
+    try:
+        login_and_cancel(stack, driver)
+    finally:
+        d.call("resume")  # the next test needs a dispatching pool, pass or fail
+
+
+def login_and_cancel(stack: Any, driver: Any) -> None:
+    d = stack.daemon
     task = d.call("submit", source="alpha", sync_type="a1", allow_duplicate=True)["task"]
     driver.get(stack.web.url)
     driver.find_element(By.LINK_TEXT, "Log in").click()
@@ -82,15 +107,14 @@ def test_login_and_cancel_through_the_page(site) -> None:
     field.submit()
     wait(driver).until(ec.presence_of_element_located((By.ID, "queue")))
     row = f"//section[@id='queue']//tr[td/a[text()='{task['id']}']]//button[text()='Cancel']"
-    wait(driver).until(ec.element_to_be_clickable((By.XPATH, row))).click()
+    click(driver, row)
     wait(driver).until(lambda drv: d.task(task["id"])["status"] == "cancelled")
     wait(driver).until(lambda drv: "Log out" in drv.find_element(By.CSS_SELECTOR, "header").text)
     # An action on a live-updated section still works after the section was swapped in.
     other = d.call("submit", source="alpha", sync_type="a1", allow_duplicate=True)["task"]
     xpath = f"//section[@id='queue']//tr[td/a[text()='{other['id']}']]//button[text()='Cancel']"
-    wait(driver).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+    click(driver, xpath)
     wait(driver).until(lambda drv: d.task(other["id"])["status"] == "cancelled")
-    d.call("resume")
 
 
 def test_task_page_follows_a_running_task(site) -> None:
