@@ -1,4 +1,4 @@
-"""The syncctl side of the socket protocol : NDJSON requests over AF_UNIX.
+"""The client side of the socket protocol: NDJSON requests over AF_UNIX (syncctl, the web).
 
 Imported by every syncctl run, so it imports only the standard library; the config loader
 is imported lazily, and only when the socket has to be read from a config file."""

@@ -1,5 +1,5 @@
-"""The only module that touches SQLite: one connection, one lock, every write one
-BEGIN IMMEDIATE transaction, every status change a compare-and-set.
+"""The store's API: the queue and history over one connection, every write one transaction
+(the hot ones grouped by the writer thread), every status change a compare-and-set.
 
 Crash safety comes from the database, not from ordering tricks: a submit, a finish and
 its follow-up (retry or requeue) are each one transaction, so after a crash they exist

@@ -72,7 +72,7 @@ def _v1(conn: sqlite3.Connection) -> None:
     # submissions are the bulk of the table and are left out to keep inserts cheap.
     conn.execute("""CREATE INDEX tasks_follow_up ON tasks("trigger") WHERE "trigger" <> 'manual'""")
     # Per-status counters, so `status` stays O(1) at a million queued. Status changes and
-    # deletes keep them by trigger; inserts (only ever store_sql.Batch, always `queued`)
+    # deletes keep them by trigger; inserts (only ever the enqueue Batch, always `queued`)
     # add their number once per batch, because a per-row trigger doubled the insert cost.
     conn.execute("CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     conn.executemany("INSERT INTO task_counts (status, n) VALUES (?, 0)", [(s,) for s in STATUSES])

@@ -1,6 +1,6 @@
-"""Building blocks of store.py that need no lock of their own: row <-> Task mapping,
-error mapping, the enqueue batch (coalescing, ids, front rule) and the query shapes of
-list and prune. Everything here runs inside a transaction the Store opened."""
+"""Building blocks of the store that need no lock of their own: the columns and SQL words,
+row <-> Task mapping, error mapping and the prune plan. Everything here runs inside a
+transaction the store opened."""
 
 from __future__ import annotations
 

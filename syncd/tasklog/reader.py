@@ -1,4 +1,4 @@
-"""Reading a task's log (see tasklog.py for the layout): by output offset, across the
+"""Reading a task's log (see writer.py for the layout): by output offset, across the
 running head + tail segments and the final assembled file alike, so a follower keeps its
 place across the cap and across the final assembly. Omitted ranges read as the marker line;
 invalid UTF-8 is replaced only here."""

@@ -2,6 +2,7 @@
 """Regenerates docs/overview.png, the README's picture of the dashboard:
 
     python tests/bench/screenshot.py            # light; --dark for the dark scheme
+    python tests/bench/screenshot.py --page /freshness --out /tmp/freshness.png
 
 A real daemon on the demo catalog (simulated syncs, a quarter of them failing), a burst of
 submissions, `syncd web` beside it, and headless Chromium photographing the overview once
@@ -36,6 +37,7 @@ def main() -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "overview.png"))
     p.add_argument("--dark", action="store_true")
     p.add_argument("--settle", type=float, default=25.0, help="seconds of work before the shot")
+    p.add_argument("--page", default="/", help="the page to photograph (/freshness, /tasks/1...)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sd-shot-"))
     config = (resources.files("syncd") / "data" / "demo.toml").read_text()
@@ -60,8 +62,10 @@ def main() -> int:
         time.sleep(args.settle)  # let the pool work: finished, failed, running, queued
         web = start_web(d.config, "--socket", str(d.socket))
         driver = start_chromium(profile, 1400, 1000, dark=args.dark)
-        driver.get(web.url)
-        wait_for(lambda: driver.find_element("id", "conn").text == "live", 20, "live updates")
+        driver.get(web.url.rstrip("/") + args.page)
+        wait_for(lambda: driver.find_elements("id", "main"), 20, "the page")
+        if driver.find_elements("id", "conn"):  # a live page: once its stream is open
+            wait_for(lambda: driver.find_element("id", "conn").text == "live", 20, "live updates")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(int(height) + 20, 2400))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
