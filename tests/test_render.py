@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from syncd.ctl import render
+from syncd.ctl import render, waiting
 from tests.helpers.rows import STATUS, task
 
 NOW = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
@@ -246,7 +246,7 @@ def test_routes_resolve_schedules_config_explain() -> None:
         "estimated_start": "2025-09-29T16:00:00Z",
     }
     now = datetime(2025, 9, 29, 15, 57, 45, tzinfo=timezone.utc)
-    assert render.explain_full(9, exp, now).splitlines() == [
+    assert waiting.explain_full(9, exp, now).splitlines() == [
         "task 9: pool_full: all 2 slots busy",
         "  blocked by: 1, 2",
         "  estimated start: 2025-09-29 16:00:00 UTC"
@@ -313,14 +313,14 @@ def test_explain_lists_every_reason_and_sources_are_rendered() -> None:
         "estimated_start": "2025-09-29T16:00:00Z",
     }  # fmt: skip
     now = datetime(2025, 9, 29, 15, 57, 45, tzinfo=timezone.utc)
-    assert render.explain_full(9, exp, now).splitlines()[1:] == [
+    assert waiting.explain_full(9, exp, now).splitlines()[1:] == [
         "  and source_limit: source crm is at its limit of 1 (task 3)",
         "    blocked by: 3",
         "  estimated start: 2025-09-29 16:00:00 UTC"
         " (in about 2m 15s; an estimate from the median of recent runs)",
     ]
     timed = {**exp, "reasons": exp["reasons"][:1]}  # type: ignore[index]
-    assert render.explain_full(9, timed, now).endswith("an estimate from when the hold lifts)")
+    assert waiting.explain_full(9, timed, now).endswith("an estimate from when the hold lifts)")
     row = {
         "name": "crm", "state": "open", "max_concurrent": 1, "rate": "10/minute",
         "starts_in_window": 4, "breaker": {"failures": 5, "cooldown_minutes": 10},

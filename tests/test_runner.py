@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from syncd.pool import procs, runner
-from syncd.pool.runner import Child, SpawnError, SpawnRequest, build_env, read_env_file
+from syncd.pool.envfile import SpawnError, build_env, read_env_file
+from syncd.pool.runner import Child, SpawnRequest
 from syncd.tasklog.reader import read_log
 from tests.helpers.procs import live, live_in_group, pause, read_pids, wait_until
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from syncd.core.models import FINAL_NAMES
-from syncd.ctl import render
+from syncd.ctl import render, waiting
 from syncd.ctl.app import (
     ID,
     PARAM,
@@ -133,7 +133,7 @@ def submit_many(source_file: Any) -> None:
 @ID
 def show(task_id: int) -> None:
     """One task, every field: the argv it runs and the route rule (exact or fallback)."""
-    emit(call("get", id=task_id), lambda r: render.task_show(r["task"]))
+    emit(call("get", id=task_id), lambda r: waiting.task_show(r["task"]))
 
 
 @command(main, "explain", "syncctl explain 813")
@@ -145,7 +145,7 @@ def explain(task_id: int) -> None:
     time is an estimate from the median duration of each route's last 20 completed runs
     (absent until the routes involved have run). A task queued by a schedule that is now
     paused still runs: the note says so."""
-    emit(call("explain", id=task_id), lambda r: render.explain_full(task_id, r, now_utc()))
+    emit(call("explain", id=task_id), lambda r: waiting.explain_full(task_id, r, now_utc()))
 
 
 @command(main, "list-tasks", "syncctl list-tasks --queued --source crm")
@@ -161,7 +161,7 @@ def list_tasks(active: bool, queued: bool, finished: bool, source: str | None) -
         raise click.UsageError("--active, --queued and --finished exclude each other")
     if queued:
         r = call("list", status=["queued"], source=source, explain=True)
-        return emit(r, lambda r: render.queued_table(r, now_utc()))
+        return emit(r, lambda r: waiting.queued_table(r, now_utc()))
     which = ["running"] if active else list(FINAL_NAMES) if finished else None
     emit(call("list", status=which, source=source), lambda r: render.list_text(r, now_utc()))
 
@@ -192,5 +192,5 @@ def history(
     r = call("history", status=list(statuses) or None, since=when, **kw)
     if not summary:
         return emit(r, lambda r: render.list_text(r, now_utc()))
-    rows = render.history_summary(r.get("tasks", []))
-    emit({"routes": rows, "runs": len(r.get("tasks", []))}, lambda s: render.summary_table(rows))
+    rows = waiting.history_summary(r.get("tasks", []))
+    emit({"routes": rows, "runs": len(r.get("tasks", []))}, lambda s: waiting.summary_table(rows))

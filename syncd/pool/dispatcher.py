@@ -24,8 +24,9 @@ from syncd.core.failpoints import failpoint
 from syncd.core.models import Status, Task
 from syncd.pool import slots
 from syncd.pool.announce import Announcer
+from syncd.pool.envfile import SpawnError
 from syncd.pool.policy import Outcome, decide, describe_exit, exit_outcome
-from syncd.pool.runner import Child, SpawnError
+from syncd.pool.runner import Child
 from syncd.pool.running import RunningTask
 from syncd.pool.sources import Sources
 from syncd.pool.spawn import start_child, watermarked_argv

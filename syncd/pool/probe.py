@@ -22,7 +22,8 @@ from pathlib import Path
 
 from syncd.config.commands import manage_py_split
 from syncd.config.model import Route
-from syncd.pool.runner import SpawnError, _spawn_message, build_env
+from syncd.pool.envfile import SpawnError, build_env
+from syncd.pool.runner import _spawn_message
 
 PROBE_TIMEOUT_SECONDS = 60.0
 MAX_OUTPUT_BYTES = 1 << 20  # a command list is a few KiB; more means it is not one

@@ -16,7 +16,6 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import select
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from syncd.pool.envfile import SpawnError
 from syncd.pool.procs import (
     PidWindow,
     ProcIdentity,
@@ -46,94 +46,9 @@ _CHUNK = 256 * 1024
 _PIPE_SIZE = 1 << 20
 _DRAIN_BATCH = 64  # reads of whatever is left when the pump is told to stop
 _POLL_SECONDS = 0.05
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "`": "`"}
-
-
-class SpawnError(Exception):
-    """The process could not be started; str() says why in words an operator can act on."""
 
 
 # -- environment ----------------------------------------------------------------------------
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse `KEY=VALUE` lines: blank lines and `#` comments skipped, values optionally in
-    single (literal) or double quotes (\\n \\t \\" \\\\ escapes); unquoted values are taken
-    as they are, `#` included. Errors name the file and line, never a value (secrets)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpawnError(f"env file '{path}' not found") from None
-    except UnicodeDecodeError:
-        raise SpawnError(f"env file '{path}' is not UTF-8 text") from None
-    except OSError as exc:
-        raise SpawnError(f"env file '{path}': {exc.strerror or exc}") from None
-    out: dict[str, str] = {}
-    for number, raw in enumerate(text.split("\n"), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not _KEY.fullmatch(key):
-            raise SpawnError(f"env file '{path}' line {number}: expected KEY=VALUE")
-        try:
-            out[key] = _unquote(value.strip())
-        except ValueError as exc:
-            where = f"env file '{path}' line {number}"
-            raise SpawnError(f"{where}: {exc} in the value of {key}") from None
-    return out
-
-
-def _unquote(value: str) -> str:
-    if value[:1] == "'":
-        end = value.find("'", 1)
-        if end < 0:
-            raise ValueError("unterminated quote")
-        text, rest = value[1:end], value[end + 1 :]
-    elif value[:1] == '"':
-        text, rest = _double_quoted(value)
-    else:
-        text, rest = value, ""
-    rest = rest.strip()
-    if rest and not rest.startswith("#"):
-        raise ValueError("text after the closing quote")
-    if "\0" in text:
-        raise ValueError("a NUL character")
-    return text
-
-
-def _double_quoted(value: str) -> tuple[str, str]:
-    out: list[str] = []
-    i = 1
-    while i < len(value):
-        ch = value[i]
-        if ch == '"':
-            return "".join(out), value[i + 1 :]
-        if ch == "\\" and i + 1 < len(value):
-            nxt = value[i + 1]
-            out.append(_ESCAPES.get(nxt, "\\" + nxt))
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    raise ValueError("unterminated quote")
-
-
-def build_env(
-    base: Mapping[str, str],
-    env_file: Path | None,
-    env: Mapping[str, str],
-    task_vars: Mapping[str, str],
-) -> dict[str, str]:
-    """The child's environment: later layers win (daemon env, env_file, route env, SYNCD_*)."""
-    merged = dict(base)
-    if env_file is not None:
-        merged.update(read_env_file(env_file))
-    merged.update(env)
-    merged.update(task_vars)
-    return merged
 
 
 # -- spawning -------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from pathlib import Path
 from syncd.config.model import Route
 from syncd.config.watermarks import next_run_argv
 from syncd.core.models import Task
+from syncd.pool.envfile import build_env
 from syncd.pool.procs import STORE_ID_VAR
-from syncd.pool.runner import Child, SpawnRequest, build_env
+from syncd.pool.runner import Child, SpawnRequest
 from syncd.store.facade import Store
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from syncd.ctl import render
+from syncd.ctl import waiting
 from syncd.ctl.main import main as syncctl
 from tests.helpers.daemon import JOB, DaemonProc
 from tests.helpers.fake_daemon import FakeDaemon
@@ -35,11 +35,11 @@ def run_(seconds: float, status: str = "completed", n: int = 0, **kw: object) ->
 
 def test_nearest_rank_percentiles() -> None:
     values = [float(v) for v in range(1, 21)]
-    assert render.nearest_rank(values, 50) == 10
-    assert render.nearest_rank(values, 95) == 19
-    assert render.nearest_rank([7.0], 95) == 7
-    assert render.nearest_rank([], 50) is None
-    assert render.nearest_rank([3.0, 1.0, 2.0], 50) == 2  # unsorted input
+    assert waiting.nearest_rank(values, 50) == 10
+    assert waiting.nearest_rank(values, 95) == 19
+    assert waiting.nearest_rank([7.0], 95) == 7
+    assert waiting.nearest_rank([], 50) is None
+    assert waiting.nearest_rank([3.0, 1.0, 2.0], 50) == 2  # unsorted input
 
 
 def test_history_summary_per_route() -> None:
@@ -47,20 +47,20 @@ def test_history_summary_per_route() -> None:
     tasks.append(run_(5, status="failed", n=9, error="boom"))
     tasks.append(dict(run_(0, status="cancelled", n=10), started_at=None))  # never started
     tasks.append(task(11, "crm", "deals", route="all", status="failed", finished_at="x"))
-    rows = render.history_summary(tasks)
+    rows = waiting.history_summary(tasks)
     assert [r["route"] for r in rows] == ["crm.all", "crm.contacts"]
     contacts = rows[1]
     assert (contacts["runs"], contacts["failures"]) == (7, 1)
     assert (contacts["p50_seconds"], contacts["p95_seconds"]) == (20.0, 600.0)
     assert contacts["last_success"] == "2025-09-29T10:10:00Z"
     assert rows[0]["last_success"] is None and rows[0]["p50_seconds"] is None
-    table = render.summary_table(rows).splitlines()
+    table = waiting.summary_table(rows).splitlines()
     assert table[0].split() == ["ROUTE", "RUNS", "FAILED", "P50", "P95", "LAST", "SUCCESS"]
     assert table[1].split() == ["crm.all", "1", "1", "-", "-", "never"]
     assert table[2].split() == [
         *("crm.contacts", "7", "1", "20s", "10m", "00s", "2025-09-29", "10:10:00", "UTC"),
     ]
-    assert render.summary_table([]) == "no finished runs"
+    assert waiting.summary_table([]) == "no finished runs"
 
 
 @pytest.fixture
@@ -112,9 +112,9 @@ def test_history_summary_json(fake: FakeDaemon) -> None:
 
 
 def test_show_names_the_rule() -> None:
-    exact = render.task_show(task(1, "crm", "contacts")).splitlines()
+    exact = waiting.task_show(task(1, "crm", "contacts")).splitlines()
     assert "route           contacts (exact)" in exact
-    fallback = render.task_show(task(2, "crm", "deals", route="all")).splitlines()
+    fallback = waiting.task_show(task(2, "crm", "deals", route="all")).splitlines()
     assert "route           all (fallback: no route for 'deals')" in fallback
     assert "argv            python manage.py sync_crm_deals" in fallback
     assert sorted(line.split()[0] for line in fallback) == sorted(task(2, "crm", "deals"))
