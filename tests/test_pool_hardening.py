@@ -15,7 +15,8 @@ import pytest
 
 from syncd.core.events import EventBus
 from syncd.core.models import Status, Task
-from syncd.pool.dispatcher import KILL_CANCEL, KILL_TIMEOUT, Dispatcher
+from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.supervise import KILL_CANCEL, KILL_TIMEOUT
 from syncd.service.tasks import TaskService
 from tests.helpers.pool import make
 

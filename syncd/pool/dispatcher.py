@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from syncd.config.model import DaemonSettings
 from syncd.config.routing import RouteTable
-from syncd.config.watermarks import has_watermarks
 from syncd.core import paths
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
@@ -24,23 +23,19 @@ from syncd.core.failpoints import failpoint
 from syncd.core.models import Status, Task
 from syncd.pool import slots
 from syncd.pool.announce import Announcer
-from syncd.pool.envfile import SpawnError
-from syncd.pool.policy import Outcome, decide, describe_exit, exit_outcome
-from syncd.pool.runner import Child
+from syncd.pool.policy import Outcome, decide
 from syncd.pool.running import RunningTask
 from syncd.pool.sources import Sources
-from syncd.pool.spawn import start_child, watermarked_argv
+from syncd.pool.supervise import (
+    KILL_SHUTDOWN,
+    run_child,
+)
 from syncd.pool.waker import Waker
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
 log = logging.getLogger(__name__)
 
-# Why a running task is being killed; decides its final status and message.
-KILL_CANCEL = "cancel"
-KILL_TIMEOUT = "timeout"
-KILL_STALE = "stale"
-KILL_SHUTDOWN = "shutdown"
 
 PERSIST_RETRY_SECONDS = 1.0
 T = TypeVar("T")
@@ -284,78 +279,10 @@ class Dispatcher:
                 rt = None
 
     def _run_child(self, rt: RunningTask) -> Outcome:
-        task = rt.task
-        route = rt.route
-        if route is None:
-            error = f"unknown_route: {task.source}.{task.route} is no longer configured"
-            return Outcome(Status.FAILED, None, error)
-        if rt.kill_reason is not None:
-            return self._killed(rt, None)
-        argv = task.argv
-        if has_watermarks(task.argv, task.params):
-            if route.watermark_default is None:
-                error = f"spawn error: {route.key_path}.watermark_default is no longer set"
-                return Outcome(Status.FAILED, None, error)
-            gave_up: list[str] = []
-            argv = self._persist(
-                f"task {task.id} argv", lambda: watermarked_argv(self.store, task, route), gave_up
-            )
-            if argv is gave_up:
-                return self._killed(rt, None)
-        try:
-            child = start_child(
-                task,
-                route,
-                argv,
-                base_env=self.base_env,
-                store_id=self.store_id,
-                log_path=paths.task_log(self.log_dir, task.id),
-                log_max_bytes=self.settings.log_max_bytes,
-            )
-        except SpawnError as exc:
-            log.warning("task %d: spawn error: %s", task.id, exc)
-            return Outcome(Status.FAILED, None, f"spawn error: {exc}")
-        try:
-            return self._supervise(rt, child)
-        except BaseException:  # whatever broke, no process of the task outlives its record
-            log.error("task %d: supervision failed; killing process group %d", task.id, child.pid)
-            child.terminate(0)
-            child.wait(self.settings.kill_grace_seconds + 5)
-            raise
+        return run_child(self, rt)
 
-    def _supervise(self, rt: RunningTask, child: Child) -> Outcome:
-        task = rt.task
-        with self.cond:
-            rt.child = child
-            if rt.kill_reason is not None:
-                child.terminate(self.settings.kill_grace_seconds)
-        try:
-            self.store.set_running_fields(  # queued, not waited for: the child runs on
-                task.id,
-                wait=False,
-                pid=child.pid,
-                proc_starttime=child.identity.starttime,
-                boot_id=child.identity.boot_id,
-            )
-        except SyncdError as exc:  # supervision goes on; only crash recovery needs the pid
-            log.warning("task %d: pid %d not recorded: %s", task.id, child.pid, exc.message)
-        code = child.wait()
-        assert code is not None
-        if rt.kill_reason is not None and not child.exited_before_kill:
-            return self._killed(rt, code)
-        if rt.kill_reason is not None:  # the leader's own exit status wins over a late kill
-            log.info("task %d: exited (%s) before it was killed", task.id, describe_exit(code))
-            with self.cond:
-                rt.kill_reason = rt.kill_detail = None
-        return exit_outcome(code, child.log.retry_after, rt.route)
-
-    def _killed(self, rt: RunningTask, code: int | None) -> Outcome:
-        reason = rt.kill_reason
-        if reason == KILL_CANCEL:
-            return Outcome(Status.CANCELLED, code, "cancelled")
-        if reason == KILL_SHUTDOWN:
-            return Outcome(Status.FAILED, code, "interrupted by shutdown")
-        return Outcome(Status.FAILED, code, rt.kill_detail or str(reason))
+    def persist(self, what: str, write: Callable[[], T], gave_up: T) -> T:
+        return self._persist(what, write, gave_up)
 
     def _finish(self, rt: RunningTask, outcome: Outcome) -> RunningTask | None:
         """Record how the task ended, claim the next task for the freed slot in the same

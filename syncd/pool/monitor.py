@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 
 from syncd.core.clock import Clock, iso
-from syncd.pool.dispatcher import KILL_STALE, KILL_TIMEOUT, Dispatcher
+from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.running import RunningTask
+from syncd.pool.supervise import KILL_STALE, KILL_TIMEOUT
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
 from syncd.core.models import ErrorCode, NewTask, Task
-from syncd.pool.dispatcher import KILL_CANCEL, Dispatcher
+from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.supervise import KILL_CANCEL
 from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import StoreError, SyncdError
 from syncd.core.failpoints import failpoint, injected_error
 from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
+from syncd.store.cancels import Cancels
 from syncd.store.db import put_schedule_state_in
 from syncd.store.enqueue import Batch
 from syncd.store.listing import list_groups, rank
@@ -47,7 +48,7 @@ _SETTABLE = frozenset(
 )  # fmt: skip
 
 
-class Store(Successes, SourceRows):
+class Store(Successes, SourceRows, Cancels):
     """The task queue and history in one SQLite file; safe to call from many threads."""
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -218,64 +219,6 @@ class Store(Successes, SourceRows):
             batch = Batch(conn, iso(self._clock.now()) or ending.finished_at)
             follow = batch.add([(follow_up, True)])[0][0]
         return get_in(conn, task_id), follow
-
-    def cancel_queued(self, ids: Collection[int], *, finished_at: str) -> list[Task]:
-        """queued → cancelled for each id still queued, in one transaction; returns the
-        tasks cancelled, in the order asked."""
-
-        def write(conn: sqlite3.Connection) -> dict[int, Task]:
-            done: dict[int, Task] = {}
-            for chunk in chunks(list(ids)):
-                rows = conn.execute(
-                    f"UPDATE tasks SET status = 'cancelled', finished_at = ?"
-                    f" WHERE status = 'queued' AND id IN ({marks(len(chunk))}) {RETURNING}",
-                    (finished_at, *chunk),
-                ).fetchall()
-                done.update((task.id, task) for task in map(row_task, rows))
-            return done
-
-        done = self._group("cancel", write)
-        return [done[i] for i in dict.fromkeys(ids) if i in done]
-
-    def cancel_queued_page(
-        self, *, finished_at: str, limit: int, up_to_id: int, source: str | None = None
-    ) -> list[int]:
-        """Cancel up to `limit` queued tasks (of `source`; ids up to `up_to_id`, so work
-        queued meanwhile is left alone) in one short transaction: a bulk cancel is a loop of
-        these, and other writers get the lock between them. Returns the ids cancelled."""
-        where, params = "status = 'queued' AND id <= ?", list[Any]([up_to_id])
-        if source is not None:
-            where, params = where + " AND source = ?", [*params, source]
-        with self._write("cancel") as conn:
-            found = conn.execute(
-                f"UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id IN ("
-                f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where} LIMIT ?)"
-                f" AND status = 'queued' RETURNING id",
-                (finished_at, *params, limit),
-            ).fetchall()
-        return [row[0] for row in found]
-
-    def tasks_by_id(self, ids: Sequence[int]) -> list[Task]:
-        """The tasks with these ids (missing ones left out), in id order."""
-        out: list[Task] = []
-        for chunk in chunks(list(ids)):
-            out += self._tasks(f"id IN ({marks(len(chunk))})", chunk, "ORDER BY id")
-        return out
-
-    def request_cancel(self, ids: Collection[int]) -> list[int]:
-        """Mark running tasks as cancelled by request, committed before the kill is sent
-        or acknowledged: a daemon that dies before their end is recorded ends them
-        `cancelled` at the next start, never requeued. Returns the ids marked."""
-        marked: list[int] = []
-        with self._write("cancel") as conn:
-            for chunk in chunks(list(ids)):
-                rows = conn.execute(
-                    f"UPDATE tasks SET cancel_requested = 1"
-                    f" WHERE status = 'running' AND id IN ({marks(len(chunk))}) RETURNING id",
-                    tuple(chunk),
-                ).fetchall()
-                marked += [row[0] for row in rows]
-        return marked
 
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""

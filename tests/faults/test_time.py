@@ -18,10 +18,10 @@ import pytest
 from syncd.config.model import DaemonSettings, Route
 from syncd.core.clock import FakeClock
 from syncd.core.models import Status, Task
-from syncd.pool.dispatcher import KILL_STALE, KILL_TIMEOUT
 from syncd.pool.monitor import Monitor
 from syncd.pool.procs import TreeSample
 from syncd.pool.running import RunningTask
+from syncd.pool.supervise import KILL_STALE, KILL_TIMEOUT
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
