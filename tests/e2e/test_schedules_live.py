@@ -62,7 +62,10 @@ def test_fires_at_the_real_minute_boundary(make_daemon):
 
     task = wait_for(fired, 75, "the schedule to fire at the next minute")
     assert task["status"] == "completed"
-    assert task["submitted_at"][17:19] in ("00", "01", "02")  # seconds: at the boundary
+    # At the boundary: the exact slot is the unit tests' (fake clock); here the real loop must
+    # fire in the right minute, near its start. Under two CPU hogs beside the whole suite a
+    # fire was once 5 s late, so the bound is 10 s, not the 2 s an idle machine gives.
+    assert int(task["submitted_at"][17:19]) <= 10, task["submitted_at"]
     # The loop that queued it starts it: no wait for the loop's next deadline (a minute).
     waited = parse_iso(task["started_at"]) - parse_iso(task["submitted_at"])
     assert waited.total_seconds() < 5, waited
