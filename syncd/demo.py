@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from syncd.core.models import FINAL_NAMES
 from syncd.ctl import render
 from syncd.ctl.client import Client, DaemonError, DaemonUnreachable
 
@@ -223,10 +224,7 @@ def _dashboard(c: Client, proc: subprocess.Popen[bytes], duration: float | None)
 def _summary(c: Client) -> None:
     tasks = c.call("history", limit=1000).get("tasks", [])
     counts = Counter(t.get("status") for t in tasks)
-    print(
-        f"demo finished: {counts['completed']} completed, {counts['failed']} failed,"
-        f" {counts['cancelled']} cancelled"
-    )
+    print("demo finished: " + ", ".join(f"{counts[s]} {s}" for s in FINAL_NAMES))
 
 
 def _stop_daemon(proc: subprocess.Popen[bytes]) -> None:

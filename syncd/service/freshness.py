@@ -42,13 +42,7 @@ def row(
         "source": source,
         "sync_type": sync_type,
         "target_minutes": target,
-        "last_success": None
-        if success is None
-        else {
-            "task_id": success.task_id,
-            "started_at": success.started_at,
-            "finished_at": success.finished_at,
-        },
+        "last_success": None if success is None else success.to_dict(),
         "age_seconds": None if age is None else round(age, 3),
         "stale": stale,
     }

@@ -38,6 +38,14 @@ class Success:
     started_at: str
     finished_at: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As the ops show it (`freshness`, `resolve`'s watermark)."""
+        return {
+            "task_id": self.task_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
 
 class Successes(StoreBase):
     """The queries above, on the store's one connection."""

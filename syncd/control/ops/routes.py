@@ -79,13 +79,7 @@ def resolve(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
         result["argv_template"] = list(res.argv)
         result["watermark"] = {
             "default": res.route.watermark_default,
-            "last_success": None
-            if last is None
-            else {
-                "task_id": last.task_id,
-                "started_at": last.started_at,
-                "finished_at": last.finished_at,
-            },
+            "last_success": None if last is None else last.to_dict(),
         }
     return result
 
