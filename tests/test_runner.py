@@ -97,6 +97,22 @@ def test_exit_code_output_and_progress(tmp_path: Path, children: list[Child]) ->
     assert pump_threads(child) == []
 
 
+def test_progress_line_still_in_the_pipe_when_the_exit_is_seen(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    """Issue 11.11, the finish side: the last progress line and the leader's exit reach the
+    supervisor in the same poll (forced: nobody reads until the leader is a zombie), and
+    the line is still recorded before wait() returns."""
+    code = "import os; os.write(1, b'work\\n::progress 3/10\\n'); os.write(1, b'::progress 4/10')"
+    child = spawn(children, tmp_path, code, caller_waits=True)
+    wait_until(lambda: child._leader_has_exited(), 15, "the leader to exit unread")
+    seen: list[str | None] = []
+    child.log.on_progress = lambda: seen.append(child.log.progress)
+    assert child.wait() == 0
+    assert child.log.progress == "4/10"
+    assert seen == ["3/10", "4/10"]  # each new line told once, the unterminated one at close
+
+
 def test_caller_waits_supervises_in_the_waiting_thread(
     tmp_path: Path, children: list[Child]
 ) -> None:

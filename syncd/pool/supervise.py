@@ -17,6 +17,7 @@ from syncd.core.errors import SyncdError
 from syncd.core.models import Status
 from syncd.pool.envfile import SpawnError
 from syncd.pool.policy import Outcome, describe_exit, exit_outcome
+from syncd.pool.progress import ProgressRecorder
 from syncd.pool.runner import Child
 from syncd.pool.running import RunningTask
 from syncd.pool.spawn import start_child, watermarked_argv
@@ -93,6 +94,10 @@ def supervise(pool: Pool, rt: RunningTask, child: Child) -> Outcome:
         rt.child = child
         if rt.kill_reason is not None:
             child.terminate(pool.settings.kill_grace_seconds)
+    tasklog = child.log
+    tasklog.on_progress = ProgressRecorder(pool.store, task.id, lambda: tasklog.progress)
+    if tasklog.progress is not None:  # read before the recorder was in place
+        tasklog.on_progress()
     try:
         pool.store.set_running_fields(  # queued, not waited for: the child runs on
             task.id,

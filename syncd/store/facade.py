@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from syncd.core.clock import iso, parse_iso
@@ -151,6 +151,21 @@ class Store(Successes, SourceRows, Cancels):
             self._writer.post("update", write)
             return True
         return self._group("update", write, this_boot_only=True) > 0
+
+    def post_progress(self, task_id: int, latest: Callable[[], str | None]) -> None:
+        """Queue a write of a running task's progress line and return at once (this boot
+        only, like a heartbeat). `latest` is asked when the write runs, so a burst of lines
+        costs one write that records the newest."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            text = latest()
+            if text is not None:
+                conn.execute(
+                    "UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'",
+                    (text, task_id),
+                )
+
+        self._writer.post("progress", write)
 
     def finish(
         self,

@@ -29,6 +29,7 @@ import re
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,6 +83,9 @@ class TaskLog:
         self.segment_size = max(self.tail_limit // 8, _MIN_SEGMENT)
         self.bytes_written = 0
         self.progress: str | None = None
+        # Called (from the reading thread) when a new progress line is seen, so the pool can
+        # record it at once instead of at the next heartbeat; it must not block.
+        self.on_progress: Callable[[], None] | None = None
         # The last `::retry-after` and `::throttle` lines: (seconds, reason or None).
         self.retry_after: tuple[float, str | None] | None = None
         self.throttle: tuple[float, str | None] | None = None
@@ -265,8 +269,13 @@ class TaskLog:
         encoded = text.encode()
         if len(encoded) > PROGRESS_MAX:
             text = encoded[:PROGRESS_MAX].decode("utf-8", "ignore").rstrip()
-        if text:
+        if text and text != self.progress:
             self.progress = text
+            if self.on_progress is not None:
+                try:
+                    self.on_progress()
+                except Exception:  # telling about progress must never stop the copying
+                    log.exception("log %s: recording progress failed", self.path)
 
     def _back_off(self, word: bytes, raw: bytes) -> None:
         """`SECONDS [reason]`; a line that does not parse is ignored (it stays in the log)."""

@@ -26,6 +26,7 @@ def main() -> int:
     p.add_argument("--pidfile", default=None)
     p.add_argument("--retry-after", default=None, help="print `::retry-after VALUE` at the end")
     p.add_argument("--throttle", default=None, help="print `::throttle VALUE` at the start")
+    p.add_argument("--gate", default=None, help="after the progress line, wait for this file")
     a = p.parse_args()
 
     if a.trap:
@@ -41,6 +42,9 @@ def main() -> int:
         print(f"::progress {a.progress}", flush=True)
     if a.throttle:
         print(f"::throttle {a.throttle}", flush=True)
+    gate_deadline = time.monotonic() + 60
+    while a.gate and not os.path.exists(a.gate) and time.monotonic() < gate_deadline:
+        time.sleep(0.01)
     for _ in range(a.grandchildren):
         kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         if a.pidfile:

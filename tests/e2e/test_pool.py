@@ -238,6 +238,30 @@ def test_logs_capped_head_and_tail_and_progress_visible(make_daemon):
     assert logs["truncated"] is True
 
 
+def test_progress_reaches_every_reader_before_the_next_heartbeat(make_daemon, workdir):
+    """Issue 11.11: a task prints its progress, then works silently for less than a
+    heartbeat. The losing interleaving is forced: no heartbeat can run while it works (one
+    per 10 min), so only the line itself can carry the progress to `show` and `list` while
+    the task runs; and the finish keeps it for `history`."""
+    d = make_daemon(daemon={"heartbeat_seconds": 600})
+    gate = workdir / "gate"
+    tid = d.call(
+        "submit",
+        source="alpha",
+        sync_type="a1",
+        params={"progress": "3/10", "gate": str(gate)},
+    )["task"]["id"]
+    seen = wait_for(
+        lambda: (lambda t: t if t["progress"] else None)(d.task(tid)), 10, "progress in show"
+    )
+    assert seen["status"] == "running" and seen["progress"] == "3/10"
+    listed = {t["id"]: t for t in d.call("list")["tasks"]}
+    assert listed[tid]["progress"] == "3/10"
+    gate.touch()
+    assert d.wait_status(tid, {"completed"}, 20)["progress"] == "3/10"
+    assert [t["progress"] for t in d.call("history")["tasks"] if t["id"] == tid] == ["3/10"]
+
+
 def test_retry_creates_new_row_with_backoff(make_daemon):
     d = make_daemon(defaults={"retries": 1, "retry_backoff_seconds": 0.5})
     tid = d.call("submit", source="alpha", sync_type="a1", params={"exit": "3"})["task"]["id"]

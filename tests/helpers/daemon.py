@@ -33,6 +33,7 @@ JOB_PARAMS = [
     "pidfile",
     "retry-after",
     "throttle",
+    "gate",
 ]
 
 
