@@ -441,13 +441,16 @@ from syncd.core.models import Status
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 from syncd.core.models import NewTask
+from syncd.pool.sources import SourceState
 
 store = Store.open(Path(sys.argv[1]))
 task_id = int(sys.argv[2])
 end = dict(finished_at="2025-01-01T00:00:00.000000Z", exit_code=1, error="exit 1",
            retry=NewTask("s", "t", "r", ["x"], {}, 5, f"retry:{task_id}", attempt=2))
 if task_id and len(sys.argv) > 3:
-    store.finish_and_claim(task_id, Ending(Status.FAILED, **end), Pick(sys.argv[3]), sys.argv[3])
+    state = ("s", SourceState(failures=1, last_failure=end["finished_at"]).row())
+    ending = Ending(Status.FAILED, **end, source_state=state)
+    store.finish_and_claim(task_id, ending, Pick(sys.argv[3]), sys.argv[3])
 elif task_id:
     store.finish(task_id, Status.FAILED, **end)
 else:
@@ -487,11 +490,15 @@ def test_crash_inside_finish_and_claim_leaves_all_or_nothing(store: Store, point
     assert child.returncode == 99, child.stderr
     after, claimed = store.get(task.id), store.get(waiting.id)
     assert after is not None and claimed is not None
+    source = store.source_states().get("s")  # the source's breaker count commits with it
     if point == "finish_before_commit":
         assert (after.status, claimed.status) == (Status.RUNNING, Status.QUEUED)
+        assert source is None
     else:
         assert (after.status, claimed.status) == (Status.FAILED, Status.RUNNING)
         assert claimed.started_at == at(5)
+        assert source is not None and source["failures"] == 1
+        assert source["last_failure"] == "2025-01-01T00:00:00.000000Z"
     assert store.quick_check() == "ok"
 
 

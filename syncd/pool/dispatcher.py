@@ -302,10 +302,11 @@ class Dispatcher:
         status, code = decision.status, outcome.exit_code
         outcome = Outcome(status, code, decision.error)
         progress = rt.child.log.progress if rt.child is not None else None
-        ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
-                        decision.requeue, progress, decision.defer)  # fmt: skip
         self.apply_throttle(rt)
-        self.sources.finished(task, status, now, counts=decision.counts)
+        source_state = self.sources.finished(task, status, now, counts=decision.counts)
+        ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
+                        decision.requeue, progress, decision.defer,
+                        (task.source, source_state))  # fmt: skip
         admitted: list[RunningTask] = []
 
         def write() -> tuple[Task | None, Task | None]:
@@ -334,17 +335,11 @@ class Dispatcher:
             self._announce_start(admitted[0])
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
             return None
-        # Slots still free (max_workers raised meanwhile) get threads. Counted before taking
-        # `cond`, which the other slots hold across their commits: with every slot busy
-        # there is nothing to fill (a raise of max_workers wakes the loop, which fills).
-        if len(self.running) >= self.max_workers:
-            return admitted[0]
-        with self.cond:
-            try:
-                self._fill_slots([], keep=False)
-            except Exception as exc:  # e.g. the database is busy: the loop retries
-                log.warning("dispatch after task %d finished: %s", task.id, exc)
-                self.cond.notify_all()
+        # Other free slots (max_workers raised meanwhile, or idle while this one ran) are
+        # the loop's to fill: this thread goes straight on to start the task it claimed
+        # (a pick here was a store read behind the next commit on every task's path).
+        if len(self.running) < self.max_workers:
+            self.wake()
         return admitted[0]
 
     def apply_throttle(self, rt: RunningTask) -> None:

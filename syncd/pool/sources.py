@@ -240,9 +240,13 @@ class Sources:
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
         return starts[len(starts) - keep :] if keep > 0 else []
 
-    def finished(self, task: Task, status: Status, now: datetime, *, counts: bool = True) -> None:
+    def finished(
+        self, task: Task, status: Status, now: datetime, *, counts: bool = True
+    ) -> dict[str, Any]:
         """A task of the source ended: move the breaker. `counts` is False for endings that
-        say nothing about the source (a shutdown interruption)."""
+        say nothing about the source (a shutdown interruption). Returns the source's state
+        row for the caller to commit with the task's finish (a separate commit per task
+        was a second fsync per task); a breaker that opens or closes is also saved at once."""
         src = self.config(task.source)
         breaker = src.breaker if src is not None else None
         with self.lock:
@@ -255,21 +259,20 @@ class Sources:
                     st.breaker, st.probe, st.cooldown_until, st.breaker_reason = (
                         CLOSED, None, None, None)  # fmt: skip
                     self._changed(name, st, f"source {name} closed: probe task {task.id} succeeded")
-                    return
             elif status is Status.FAILED and counts:
                 st.failures += 1
                 st.last_failure = iso(now)
                 if breaker is not None and st.breaker == HALF_OPEN and was_probe:
                     self._open(name, st, breaker.cooldown_minutes, now,
                                f"probe task {task.id} failed")  # fmt: skip
-                    return
-                if breaker is not None and st.breaker == CLOSED and st.failures >= breaker.failures:
+                elif (
+                    breaker is not None and st.breaker == CLOSED and st.failures >= breaker.failures
+                ):
                     why = f"{st.failures} consecutive failures"
                     self._open(name, st, breaker.cooldown_minutes, now, why)
-                    return
             elif was_probe:  # cancelled or deferred: the probe says nothing; another may try
                 st.probe = None
-            self._save(name, st)
+            return st.row()
 
     def _open(self, name: str, st: SourceState, minutes: float, now: datetime, why: str) -> None:
         st.breaker, st.probe, st.breaker_reason = OPEN, None, why

@@ -36,7 +36,7 @@ from syncd.store.rows import (
     marks,
     row_task,
 )
-from syncd.store.sources import SourceRows
+from syncd.store.sources import SourceRows, put_source_state_in
 from syncd.store.success import Successes
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,8 @@ class Store(Successes, SourceRows, Cancels):
         Returns (finished task, follow-up, claimed task or None)."""
 
         def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Any]:
+            if ending.source_state is not None:
+                put_source_state_in(conn, *ending.source_state)
             done, follow = self._finish_in(conn, task_id, ending)
             row = None
             chosen = None if pick is None else pick.choose(conn)

@@ -87,6 +87,8 @@ class Ending:
     requeue: NewTask | None = None
     progress: str | None = None  # the last progress line
     defer: NewTask | None = None
+    # (source, its protection state row) after this ending, committed with it
+    source_state: tuple[str, dict[str, Any]] | None = None
 
     def follow_up(self, task_id: int) -> NewTask | None:
         """The follow-up to queue with the finish, checked against the task it follows."""

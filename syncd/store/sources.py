@@ -4,6 +4,7 @@ per source that ever had any, read once at start and written at every change."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from syncd.store.db import StoreBase
@@ -33,15 +34,20 @@ class SourceRows(StoreBase):
 
         `durable=False` (a start added to the rate window) commits without the fsync: it
         survives a crash of the daemon, and the task's finish, a FULL commit, syncs it."""
-        values = dict(state)
-        values["paused"] = int(bool(values["paused"]))
-        values["starts"] = json.dumps(values["starts"])
-        cols = ", ".join(SOURCE_COLUMNS)
-        marks = ", ".join("?" for _ in SOURCE_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
         with self._write("source_state", this_boot_only=not durable) as conn:
-            conn.execute(
-                f"INSERT INTO source_state (name, {cols}) VALUES (?, {marks})"
-                f" ON CONFLICT (name) DO UPDATE SET {updates}",
-                (name, *(values[c] for c in SOURCE_COLUMNS)),
-            )
+            put_source_state_in(conn, name, state)
+
+
+def put_source_state_in(conn: sqlite3.Connection, name: str, state: dict[str, Any]) -> None:
+    """The upsert, inside the caller's transaction (a task's finish carries its source's)."""
+    values = dict(state)
+    values["paused"] = int(bool(values["paused"]))
+    values["starts"] = json.dumps(values["starts"])
+    cols = ", ".join(SOURCE_COLUMNS)
+    marks = ", ".join("?" for _ in SOURCE_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
+    conn.execute(
+        f"INSERT INTO source_state (name, {cols}) VALUES (?, {marks})"
+        f" ON CONFLICT (name) DO UPDATE SET {updates}",
+        (name, *(values[c] for c in SOURCE_COLUMNS)),
+    )
