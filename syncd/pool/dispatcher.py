@@ -175,8 +175,10 @@ class Dispatcher:
 
     def _pick(self, finishing: int | None = None) -> Pick | None:
         """What the next claim may take; None when no task may start. Caller holds `cond`."""
-        if self.paused or self.stopping:  # the cheap common refusal, before building a view
+        if self.paused or self.stopping:  # the cheap common refusals, before building a view
             return None
+        if len(self.running) - (finishing in self.running) >= self.max_workers:
+            return None  # every slot taken: a wake-up while all run costs no view
         return slots.pick(self.view(finishing))
 
     def _next_candidate(self) -> Task | None:

@@ -221,21 +221,21 @@ class Store(Successes, SourceRows, Cancels):
     ) -> tuple[Task | None, Task | None]:
         follow_up = ending.follow_up(task_id)  # a bad one raises: the transaction rolls back
         progress = ending.progress
-        cur = conn.execute(
+        row = conn.execute(
             "UPDATE tasks SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
             " progress = coalesce(?, progress),"
             " last_heartbeat = CASE WHEN ? IS NULL THEN last_heartbeat ELSE ? END"
-            " WHERE id = ? AND status = 'running'",
+            f" WHERE id = ? AND status = 'running' {RETURNING}",
             (ending.status.value, ending.finished_at, ending.exit_code, ending.error, progress,
              progress, ending.finished_at, task_id),
-        )  # fmt: skip
-        if not cur.rowcount:
+        ).fetchone()  # fmt: skip
+        if row is None:
             return None, None
         follow: Task | None = None
         if follow_up is not None and not follow_up_exists(conn, follow_up.trigger):
             batch = Batch(conn, iso(self._clock.now()) or ending.finished_at)
             follow = batch.add([(follow_up, True)])[0][0]
-        return get_in(conn, task_id), follow
+        return row_task(row), follow
 
     def heartbeat(self, beats: list[tuple[int, str, str | None]]) -> None:
         """One transaction per monitor tick, whatever the number of running tasks."""

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH = 256  # closures per transaction: bounds how long one commit keeps the others
 _SHORTEN_AFTER_MS = 50  # a batch older than this takes its wait off busy_timeout
+# A posted write (a pid, a progress line) waits this long for a write someone waits on, and
+# rides in its transaction: a short task's pid record and its finish are one commit, not two.
+POST_GATHER_SECONDS = 0.05
 
 
 class _Job(Generic[T]):
@@ -69,6 +72,7 @@ class GroupWriter:
         self._path = path
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Job[Any]] = deque()
+        self._awaited = 0  # queued jobs whose caller waits (not posted)
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -87,7 +91,8 @@ class GroupWriter:
 
     def post(self, what: str, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Queue a this-boot-only write and return at once; a failure is logged. Later
-        writes of the same thread are queued after it, so they commit with it or later."""
+        writes of the same thread are queued after it, so they commit with it or later. It
+        commits with the next waited-for write, or alone after POST_GATHER_SECONDS."""
         if self._thread is not None and threading.current_thread() is self._thread:
             fn(self._conn)
             return
@@ -101,6 +106,7 @@ class GroupWriter:
                 self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
                 self._thread.start()
             self._queue.append(job)
+            self._awaited += not job.detached
             self._cond.notify()
         return job
 
@@ -127,11 +133,12 @@ class GroupWriter:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
+                while not self._ready_to_write():
+                    self._cond.wait(self._gather_left())
                 if not self._queue:
                     return
                 jobs = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+                self._awaited -= sum(not job.detached for job in jobs)
             try:
                 self._batch(jobs)
             except BaseException as exc:  # a bug here must not leave callers waiting
@@ -140,10 +147,23 @@ class GroupWriter:
                     if not job.ready.is_set():
                         job.fail(exc, self._path)
 
+    def _ready_to_write(self) -> bool:
+        """A batch may start: someone waits for a write, the oldest posted write has waited
+        long enough, or the writer is stopping. Caller holds `_cond`."""
+        if self._stopping or self._awaited:
+            return True
+        return bool(self._queue) and self._gather_left() == 0
+
+    def _gather_left(self) -> float | None:
+        """Seconds the oldest posted write may still wait (None: nothing queued)."""
+        if not self._queue:
+            return None
+        return max(0.0, self._queue[0].queued_at + POST_GATHER_SECONDS - time.monotonic())
+
     def _batch(self, jobs: list[_Job[Any]]) -> None:
         """Under the store lock, waited for no longer than busy_timeout counted from the
         oldest caller's arrival; what it waited comes off SQLite's busy timeout too."""
-        waited_ms = int((time.monotonic() - min(j.queued_at for j in jobs)) * 1000)
+        waited_ms = int((time.monotonic() - _oldest_caller(jobs)) * 1000)
         if not self._lock.acquire(timeout=max(0, self._busy_ms - waited_ms) / 1000):
             for job in jobs:
                 message = f"database is busy, try again ({job.what}): another write holds it"
@@ -151,7 +171,7 @@ class GroupWriter:
                 job.fail(StoreError(ErrorCode.BUSY, message), self._path)
             return
         try:
-            waited_ms = int((time.monotonic() - min(j.queued_at for j in jobs)) * 1000)
+            waited_ms = int((time.monotonic() - _oldest_caller(jobs)) * 1000)
             shorten = waited_ms > _SHORTEN_AFTER_MS
             if shorten:
                 self._conn.execute(f"PRAGMA busy_timeout = {max(1, self._busy_ms - waited_ms)}")
@@ -221,6 +241,11 @@ class GroupWriter:
         finally:
             if not durable:
                 conn.execute("PRAGMA synchronous = FULL")
+
+
+def _oldest_caller(jobs: list[_Job[Any]]) -> float:
+    """When the longest-waiting caller arrived (posted writes waited on purpose: not them)."""
+    return min((j.queued_at for j in jobs if not j.detached), default=time.monotonic())
 
 
 def _undo_savepoint(conn: sqlite3.Connection) -> bool:
