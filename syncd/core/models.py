@@ -109,6 +109,9 @@ def trigger_schedule(name: str) -> str:
     return f"schedule:{name}"
 
 
+FOLLOW_UP_KINDS = ("retry", "requeue", "defer")
+
+
 def trigger_follow_up(kind: str, task_id: int) -> str:
     """A task queued by the end of another: `retry:<id>`, `requeue:<id>` or `defer:<id>`."""
     return f"{kind}:{task_id}"

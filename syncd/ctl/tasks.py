@@ -133,7 +133,7 @@ def submit_many(source_file: Any) -> None:
 @ID
 def show(task_id: int) -> None:
     """One task, every field: the argv it runs and the route rule (exact or fallback)."""
-    emit(call("get", id=task_id), lambda r: waiting.task_show(r["task"]))
+    emit(call("get", id=task_id), lambda r: waiting.task_show(r["task"], r.get("followed_by")))
 
 
 @command(main, "explain", "syncctl explain 813")

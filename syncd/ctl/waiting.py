@@ -120,10 +120,15 @@ def summary_table(summary: Sequence[Row]) -> str:
     return table(["ROUTE", "RUNS", "FAILED", "P50", "P95", "LAST SUCCESS"], rows)
 
 
-def task_show(task: Row) -> str:
+def task_show(task: Row, followed_by: Row | None = None) -> str:
     """`show`: every field (task_detail), the route line saying which rule chose it: the
-    stored sync type is normalised, so it names its own route exactly when they are equal."""
+    stored sync type is normalised, so it names its own route exactly when they are equal;
+    then the task its end queued (retry, requeue, defer), if any."""
     lines = task_detail(task).splitlines()
     exact = task.get("route") == task.get("sync_type")
     why = "exact" if exact else f"fallback: no route for {task.get('sync_type')!r}"
-    return "\n".join(f"{line} ({why})" if line.split()[:1] == ["route"] else line for line in lines)
+    lines = [f"{line} ({why})" if line.split()[:1] == ["route"] else line for line in lines]
+    if followed_by is not None:
+        kind = str(followed_by.get("trigger") or "").partition(":")[0]
+        lines.append(f"followed by: task {followed_by['id']} ({kind}, {followed_by['status']})")
+    return "\n".join(lines)

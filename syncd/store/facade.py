@@ -16,7 +16,16 @@ from typing import Any
 from syncd.core.clock import iso, parse_iso
 from syncd.core.errors import StoreError, SyncdError
 from syncd.core.failpoints import failpoint, injected_error
-from syncd.core.models import FINAL, TRANSITIONS, ErrorCode, NewTask, Status, Task
+from syncd.core.models import (
+    FINAL,
+    FOLLOW_UP_KINDS,
+    TRANSITIONS,
+    ErrorCode,
+    NewTask,
+    Status,
+    Task,
+    trigger_follow_up,
+)
 from syncd.store.cancels import Cancels
 from syncd.store.db import put_schedule_state_in
 from syncd.store.enqueue import Batch
@@ -282,6 +291,18 @@ class Store(Successes, SourceRows, Cancels):
 
     def get(self, task_id: int) -> Task | None:
         found = self._tasks("id = ?", (task_id,))
+        return found[0] if found else None
+
+    def follow_up_of(self, task_id: int) -> Task | None:
+        """The task queued by this one's end (its retry, requeue or defer), if any: a task
+        has one follow-up at most."""
+        triggers = [trigger_follow_up(kind, task_id) for kind in FOLLOW_UP_KINDS]
+        found = self._tasks(
+            f'"trigger" IN ({marks(len(triggers))}) AND "trigger" <> \'manual\'',
+            triggers,
+            "LIMIT 1",
+            index="tasks_follow_up",
+        )
         return found[0] if found else None
 
     def active_for(self, source: str, route: str, params: dict[str, Any]) -> Task | None:

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from syncd.core.models import FOLLOW_UP_KINDS
 from syncd.ctl.client import DaemonError
 from syncd.web import charts
 from syncd.web.link import DaemonLink
@@ -15,7 +16,7 @@ from syncd.web.link import DaemonLink
 PAGE = 50
 LOG_CHUNK = 32 * 1024  # head and tail shown of a longer log
 CHAIN_LIMIT = 20
-_PARENT = re.compile(r"(retry|requeue|defer):(\d+)")
+_PARENT = re.compile(rf"({'|'.join(FOLLOW_UP_KINDS)}):(\d+)")
 STATUSES = ("completed", "failed", "cancelled", "deferred")
 
 
@@ -91,7 +92,8 @@ def source_rows(
 
 def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str, Any]:
     """The task page; its live section (`with_log` False) needs no log read."""
-    task = link.call("get", id=task_id)["task"]
+    found = link.call("get", id=task_id)
+    task = found["task"]
     explain = link.call("explain", id=task_id) if task["status"] == "queued" else None
     head, tail, size = log_excerpt(link, task_id) if with_log else ("", None, 0)
     route = None
@@ -110,6 +112,7 @@ def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str
         "log_tail": tail,
         "log_size": size,
         "chain": chain(link, task),
+        "later": later(link, found.get("followed_by")),
         "route": route,
         "now": now_utc(),
     }
@@ -139,6 +142,17 @@ def chain(link: DaemonLink, task: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"id": int(m.group(2)), "missing": True, "kind": m.group(1)})
             break
         out.append({**current, "kind": m.group(1)})
+    return out
+
+
+def later(link: DaemonLink, follow: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The attempts that followed this one (its retry, requeue or defer, then theirs),
+    oldest first."""
+    out: list[dict[str, Any]] = []
+    while follow is not None and len(out) < CHAIN_LIMIT:
+        m = _PARENT.fullmatch(follow.get("trigger") or "")
+        out.append({**follow, "kind": m.group(1) if m else follow.get("trigger")})
+        follow = link.call("get", id=follow["id"]).get("followed_by")
     return out
 
 

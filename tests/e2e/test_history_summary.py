@@ -118,6 +118,9 @@ def test_show_names_the_rule() -> None:
     assert "route           all (fallback: no route for 'deals')" in fallback
     assert "argv            python manage.py sync_crm_deals" in fallback
     assert sorted(line.split()[0] for line in fallback) == sorted(task(2, "crm", "deals"))
+    retry = {**task(3, "crm", "deals"), "trigger": "retry:2", "status": "queued"}
+    followed = waiting.task_show(task(2, "crm", "deals"), retry).splitlines()
+    assert followed[-1] == "followed by: task 3 (retry, queued)"
 
 
 def test_against_a_real_daemon(make_daemon: Callable[..., DaemonProc]) -> None:

@@ -272,6 +272,9 @@ def test_retry_creates_new_row_with_backoff(make_daemon):
     )[0]
     assert retry["attempt"] == 2 and retry["status"] == "failed"
     assert retry["not_before"] is not None
+    # `get` (syncctl show) names the task that followed, and the retry names none.
+    assert d.call("get", id=tid)["followed_by"]["id"] == retry["id"]
+    assert d.call("get", id=retry["id"])["followed_by"] is None
     # The retry's own failure does not retry again (retries = 1).
     assert not d.call("history", trigger=f"retry:{retry['id']}")["tasks"]
 

@@ -229,3 +229,29 @@ def test_base_path_for_a_reverse_proxy(stack_factory) -> None:
     assert s.web.get("/static/style.css").status_code == 200
     root = httpx.get(f"http://{s.web.host}/healthz", timeout=10)
     assert root.status_code == 404
+
+
+def test_task_page_lists_earlier_and_later_attempts(stack: Stack) -> None:
+    """A sync that asks to be run later is deferred, and its follow-up too, until
+    max_deferrals ends the chain failed: each page links the attempts before and after it."""
+    d = stack.daemon
+    first = d.call("submit", source="alpha", sync_type="a1", params={"retry-after": "0.05"})["task"]
+    chain = [first["id"]]
+
+    def next_or_end() -> str | None:
+        got = d.call("get", id=chain[-1])
+        if got["followed_by"] is not None:
+            chain.append(got["followed_by"]["id"])
+            return None
+        return got["task"]["status"] if got["task"]["status"] == "failed" else None
+
+    wait_for(next_or_end, 60, "the chain of deferrals to end failed")
+    assert len(chain) == 6  # the first and its max_deferrals (5) follow-ups, the last failed
+    page = stack.web.get(f"/tasks/{first['id']}").text
+    later = page.split("<h2>Later attempts</h2>", 1)[1].split("</ol>", 1)[0]
+    assert re.findall(r'href="/tasks/(\d+)"', later) == [str(i) for i in chain[1:]]
+    assert later.count("<li>defer: ") == len(chain) - 1
+    last = stack.web.get(f"/tasks/{chain[-1]}").text
+    assert "<h2>Later attempts</h2>" not in last
+    earlier = last.split("<h2>Earlier attempts</h2>", 1)[1].split("</ol>", 1)[0]
+    assert re.findall(r'href="/tasks/(\d+)"', earlier) == [str(i) for i in chain[-2::-1]]

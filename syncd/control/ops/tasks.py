@@ -63,9 +63,12 @@ def list_tasks(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     return {"tasks": rows, "total": total}
 
 
-@OPS.op("get", "one task, every field", {"id": ID}, command="show", mutating=False)
+@OPS.op("get", "one task, every field, and the task that followed it", {"id": ID},
+        command="show", mutating=False)  # fmt: skip
 def get(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
-    return {"task": ctx.task(args["id"]).to_dict()}
+    task = ctx.task(args["id"])
+    follow = ctx.d.store.follow_up_of(task.id)
+    return {"task": task.to_dict(), "followed_by": None if follow is None else follow.to_dict()}
 
 
 def _request(ctx: Context, item: dict[str, Any], peer: Peer) -> NewTask:
