@@ -116,25 +116,31 @@ def test_a_claim_that_fails_midway_leaves_no_claimed_task_without_a_thread(
         monkeypatch.setattr(d, "wake", lambda: woken.append(True))
     first = submit(d, "ok")[0]
     second = submit(d, "ok2")[0]
-    real = d.store.transition
+    real = d.store.claim_in
     failed = []
 
-    def busy_once_on_second(task_id: int, *args: Any, **kwargs: Any) -> Any:
-        if task_id == second.id and not failed:
-            failed.append(task_id)
+    def busy_once_on_second(*args: Any, **kwargs: Any) -> Any:
+        claimed = real(*args, **kwargs)  # inside the claim's transaction
+        if claimed is not None and claimed.id == second.id and not failed:
+            failed.append(claimed.id)
             raise StoreError(ErrorCode.STORAGE_ERROR, "database is locked")
-        return real(task_id, *args, **kwargs)
+        return claimed
 
-    monkeypatch.setattr(d.store, "transition", busy_once_on_second)
+    monkeypatch.setattr(d.store, "claim_in", busy_once_on_second)
     if where == "worker that just finished":
         # The worker of `slow` claims the next task with its finish, and so on: the other
-        # free slot is the loop's (woken), never a second claim inside the worker.
+        # free slot is the loop's (woken), never a second claim inside the worker. The
+        # finish whose claim failed was rolled back whole, undone in the pool and retried.
         wait_until(lambda: completed(d, first.id) and completed(d, second.id))
-        assert woken and failed == []
+        assert woken and failed == [second.id]
         d.store.close()
         return
     with pytest.raises(StoreError):
         d.tick()
+    # The failed claim is rolled back in the store and undone in the pool.
+    assert second.id not in d.running
+    again = d.store.get(second.id)
+    assert again is not None and again.status is Status.QUEUED
     wait_until(lambda: completed(d, first.id))
     assert failed == [second.id]
     d.tick()  # the loop's retry
@@ -177,7 +183,7 @@ def test_a_freed_slot_is_refilled_in_the_finishing_commit(
     d = make_two_slots(tmp_path)
     d.set_max_workers(1)
     calls: list[str] = []
-    for name in ("transition", "finish", "finish_and_claim"):
+    for name in ("claim", "transition", "finish", "finish_and_claim"):
         real = getattr(d.store, name)
 
         def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
@@ -190,7 +196,7 @@ def test_a_freed_slot_is_refilled_in_the_finishing_commit(
     d.set_paused(False)
     assert d.tick() == [ids[0]]
     wait_until(lambda: all(completed(d, i) for i in ids))
-    assert calls == ["transition", *["finish_and_claim"] * 4]
+    assert calls == ["claim", *["finish_and_claim"] * 4]
     tasks = [d.store.get(i) for i in ids]
     starts = [t.started_at for t in tasks if t is not None]
     ends = [t.finished_at for t in tasks if t is not None]

@@ -61,7 +61,9 @@ def test_the_rate_window_counts_starts_in_any_window_and_survives_a_restart(
     assert s.next_change(clock.now()) == T0 + timedelta(minutes=1)
     clock.advance(39.9)
     assert reasons(s, clock) == ["rate_limited"]
-    # A restart reads the same window back.
+    # A restart reads the same window back (once committed: in the daemon each start is
+    # written in the transaction that claims the task).
+    store.sync()
     again = guard(store, clock, srcs, EventBus())
     assert reasons(again, clock) == ["rate_limited"]
     clock.advance(0.1)  # exactly a minute after the first start: it no longer counts
@@ -96,7 +98,9 @@ def test_the_breaker_opens_half_opens_with_one_probe_closes_and_opens_again(
     held = s.hold("crm", clock.now(), [])
     assert [(b.reason, b.until) for b in held] == [("source_open", T0 + timedelta(minutes=10))]
 
-    # A restart in the middle of the cooldown keeps it.
+    # A restart in the middle of the cooldown keeps it (once committed: the breaker's
+    # state is queued under the sources' lock, and the task's finish commits it).
+    store.sync()
     s = guard(store, clock, srcs, bus)
     clock.advance(599)
     assert reasons(s, clock) == ["source_open"]

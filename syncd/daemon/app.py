@@ -199,11 +199,13 @@ class Daemon:
         return lost
 
     def reconcile_orphans(self) -> list[int]:
-        """Rows `running` in the database that this daemon is not running (fix-stuck). Listed
-        under the dispatcher's lock, so a task claimed right now is not taken for one."""
+        """Rows `running` in the database that this daemon is not running (fix-stuck); a task
+        claimed right now is not taken for one."""
+        # Rows first, then the pool: a task is admitted inside the transaction that claims
+        # it, so every row read as running is already in `running` if it is ours.
+        rows = self.store.tasks_with_status(Status.RUNNING)
         with self.dispatcher.cond:
             mine = set(self.dispatcher.running)
-            rows = self.store.tasks_with_status(Status.RUNNING)
         orphans = [t for t in rows if t.id not in mine]
         done = reconcile.reconcile_orphans(self.store, self.clock, orphans, self._policy())
         self.metrics.observe_lost(len(done))

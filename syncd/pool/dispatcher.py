@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from syncd.config.model import DaemonSettings
@@ -41,6 +44,23 @@ PERSIST_RETRY_SECONDS = 1.0
 T = TypeVar("T")
 
 
+@dataclass
+class _Claim:
+    """What a claim's transaction did to the pool, to undo if it is rolled back."""
+
+    admitted: RunningTask | None = None  # the task claimed and given a slot
+    finished: RunningTask | None = None  # the task whose finish freed the slot
+
+    def undo(self, pool: Dispatcher) -> None:
+        """Caller holds `cond`."""
+        if self.admitted is not None:
+            pool.running.pop(self.admitted.task.id, None)
+            self.admitted = None
+        if self.finished is not None:
+            pool.running[self.finished.task.id] = self.finished
+            self.finished = None
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -62,6 +82,9 @@ class Dispatcher:
         self.announcer = Announcer(events, store, clock, on_task)
         self.cond = threading.Condition()
         self._waker = Waker(self.cond)
+        # Orders the store's and memory's copy of a setting (never `cond`: the store's writer
+        # takes `cond` for each claim, so nobody may wait for the store while holding it).
+        self._settings_lock = threading.Lock()
         self.running: dict[int, RunningTask] = {}
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
@@ -83,15 +106,17 @@ class Dispatcher:
     def set_max_workers(self, value: int | None) -> None:
         """Persisted runtime override; None returns to file/env. Lowering never kills.
         The store and memory change under one lock: racing calls cannot leave them apart."""
-        with self.cond:
+        with self._settings_lock:
             self.store.set_setting("max_workers", None if value is None else str(value))
-            self._max_workers_override = value
+            with self.cond:
+                self._max_workers_override = value
         self._changed("pool")
 
     def set_paused(self, paused: bool) -> None:
-        with self.cond:  # store and memory together, as for max_workers
+        with self._settings_lock:  # store and memory together, as for max_workers
             self.store.set_setting("paused", "1" if paused else None)
-            self.paused = paused
+            with self.cond:
+                self.paused = paused
         self._changed("pool")
 
     def update_config(self, routes: RouteTable, settings: DaemonSettings) -> None:
@@ -123,36 +148,59 @@ class Dispatcher:
         self._waker.wake()
 
     def tick(self) -> list[int]:
-        """Start queued tasks while slots are free; returns the ids started."""
+        """Start queued tasks while slots are free, each on a thread of its own; returns
+        the ids started. Each claim is its own (group) transaction; a failing one raises,
+        and every task claimed before it already has its thread."""
         started: list[int] = []
-        with self.cond:
-            self._fill_slots(started, keep=False)
+        while True:
+            with self.cond:
+                pick = self._pick()
+            if pick is None:  # paused, stopping, full: no store round trip
+                break
+            if self.store.next_queued(pick.now, exclude_sources=pick.exclude_sources,
+                                      exclude_routes=pick.exclude_routes) is None:  # fmt: skip
+                break  # nothing to claim: a read, not a write transaction (which an outside
+                # writer holding the database could keep waiting for busy_timeout)
+            rt = self._claim_one()
+            if rt is None:
+                break
+            started.append(rt.task.id)
+            self._announce_start(rt)
+            self._launch(rt)
         return started
 
-    def _fill_slots(self, started: list[int], *, keep: bool) -> RunningTask | None:
-        """Claim queued tasks while slots are free (caller holds `cond`), each on a thread of
-        its own; with `keep`, the first is returned to run in the caller's thread instead.
-        Every task claimed gets its thread even if a later claim fails: a claimed row with
-        no thread would hold its slot for ever."""
-        kept: RunningTask | None = None
+    def _claim_one(self) -> RunningTask | None:
+        now = self.clock.now()
+        box = _Claim()
         try:
-            while True:
-                task = self._next_candidate()
-                if task is None:
-                    break
-                rt = self._start(task)
-                if rt is None:
-                    continue
-                started.append(rt.task.id)
-                if keep and kept is None:
-                    kept = rt
-                else:
-                    self._launch(rt)
+            claimed = self.store.claim(lambda conn: self._claim_in(conn, now, None, box))
         except BaseException:
-            if kept is not None:
-                self._launch(kept)
+            with self.cond:
+                box.undo(self)
             raise
-        return kept
+        if claimed is None:
+            return None
+        failpoint("after_claim")  # crash tests: a task whose start kills the daemon
+        return box.admitted
+
+    def _claim_in(
+        self, conn: sqlite3.Connection, now: datetime, finishing: int | None, box: _Claim
+    ) -> Task | None:
+        """Inside the store's write transaction (the writer's thread): the task `finishing`
+        leaves its slot, and the next task is picked, claimed and admitted, all under
+        `cond`, which is held for this only and never across the commit. A pick made later
+        in the same transaction sees this one's claim. If the transaction is rolled back,
+        the caller undoes the admission (`box`)."""
+        with self.cond:
+            box.undo(self)  # run again after a rolled-back batch: start from the pool as it was
+            pick = self._pick(finishing=finishing)
+            claimed = None if pick is None else self.store.claim_in(conn, pick, iso(now) or "")
+            if finishing is not None:
+                box.finished = self.running.pop(finishing, None)
+            if claimed is not None:
+                self.sources.started(claimed, now)
+                box.admitted = self._admit(claimed)
+            return claimed
 
     def view(self, finishing: int | None = None) -> slots.View:
         """The pool as the eligibility rule sees it (the task `finishing` no longer counts).
@@ -181,28 +229,8 @@ class Dispatcher:
             return None  # every slot taken: a wake-up while all run costs no view
         return slots.pick(self.view(finishing))
 
-    def _next_candidate(self) -> Task | None:
-        pick = self._pick()
-        if pick is None:
-            return None
-        return self.store.next_queued(
-            pick.now, exclude_sources=pick.exclude_sources, exclude_routes=pick.exclude_routes
-        )
-
-    def _start(self, task: Task) -> RunningTask | None:
-        """Claim the task (queued -> running, committed) and give it a slot."""
-        now = self.clock.now()
-        claimed = self.store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=iso(now))
-        if claimed is None:
-            return None
-        failpoint("after_claim")  # crash tests: a task whose start kills the daemon
-        self.sources.started(claimed, now)
-        rt = self._admit(claimed)
-        self._announce_start(rt)
-        return rt
-
     def _admit(self, claimed: Task) -> RunningTask:
-        """Give a claimed task its slot (caller holds `cond`)."""
+        """Give a claimed task its slot (caller holds `cond`, inside the claim's transaction)."""
         route = self.routes.route(claimed.source, claimed.route)
         mono = self.clock.monotonic()
         rt = RunningTask(task=claimed, route=route, started_mono=mono, last_progress_mono=mono)
@@ -220,17 +248,18 @@ class Dispatcher:
             log.exception("task %d: announcing its start failed", task.id)
 
     def _launch(self, rt: RunningTask) -> None:
-        """Give a claimed task its worker thread (caller holds `cond`). A thread that cannot
-        start must not keep the slot: the task is recorded failed and leaves the pool."""
+        """Give a claimed task its worker thread. A thread that cannot start must not keep
+        the slot: the task is recorded failed and leaves the pool."""
         thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
         thread.daemon = True
         try:
             thread.start()
         except Exception as exc:
             log.error("task %d: cannot start its worker thread: %s", rt.task.id, exc)
-            self.running.pop(rt.task.id, None)
+            with self.cond:
+                self.running.pop(rt.task.id, None)
+                self.cond.notify_all()
             error = f"internal error in syncd: cannot start a worker thread ({exc})"
-            self.cond.notify_all()
             try:
                 done, _ = self.store.finish(
                     rt.task.id, Status.FAILED, finished_at=iso(self.clock.now()) or "",
@@ -309,23 +338,24 @@ class Dispatcher:
         ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
                         decision.requeue, progress, decision.defer,
                         (task.source, source_state))  # fmt: skip
-        admitted: list[RunningTask] = []
+        box = _Claim()
 
         def write() -> tuple[Task | None, Task | None]:
-            with self.cond:  # the claim must see the pool as it is until it is admitted
-                pick = self._pick(finishing=task.id)
-                done, follow, claimed = self.store.finish_and_claim(
-                    task.id, ending, pick, iso(now) or ""
+            try:
+                done, follow, _ = self.store.finish_and_claim(
+                    task.id, ending, claim=lambda conn: self._claim_in(conn, now, task.id, box)
                 )
-                self.running.pop(task.id, None)
-                if claimed is not None:
-                    failpoint("after_claim")
-                    self.sources.started(claimed, now)
-                    admitted.append(self._admit(claimed))
-                return done, follow
+            except BaseException:
+                with self.cond:
+                    box.undo(self)
+                raise
+            return done, follow
 
         gave_up: tuple[Task | None, Task | None] = (None, None)
         done, follow = self._persist(f"task {task.id} {status.value}", write, gave_up)
+        admitted = [box.admitted] if box.admitted is not None else []
+        if admitted:
+            failpoint("after_claim")
         with self.cond:
             self.running.pop(task.id, None)
             self.cond.notify_all()  # stop() waits for every end to be recorded

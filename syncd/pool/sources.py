@@ -234,7 +234,7 @@ class Sources:
                 self._changed(task.source, st, f"source {task.source} half-open: task {task.id}"
                               " is its probe")  # fmt: skip
             else:
-                self._save(task.source, st, durable=False)
+                self._save(task.source, st)
 
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
@@ -301,14 +301,16 @@ class Sources:
             st.pause_reason = f"paused by {by}"
             until = f" until {hhmm(st.paused_until)}" if st.paused_until else ""
             self._changed(name, st, f"source {name} paused{until} by {by}")
-            return st
+        self.sync()
+        return st
 
     def resume(self, name: str, by: str) -> SourceState:
         with self.lock:
             st = self.state(name)
             st.paused, st.paused_until, st.pause_reason = False, None, None
             self._changed(name, st, f"source {name} resumed by {by}")
-            return st
+        self.sync()
+        return st
 
     def reset(self, name: str, by: str) -> SourceState:
         """Close the breaker and clear the throttle (a pause stays: resume ends it)."""
@@ -320,7 +322,8 @@ class Sources:
             self._changed(
                 name, st, f"source {name} reset by {by}: breaker closed, throttle cleared"
             )
-            return st
+        self.sync()
+        return st
 
     # -- internals ------------------------------------------------------------------------
     def _expire(self, name: str, st: SourceState, now: datetime) -> None:
@@ -354,10 +357,21 @@ class Sources:
         except Exception:
             log.exception("publishing the state of source %s failed", name)
 
-    def _save(self, name: str, st: SourceState, *, durable: bool = True) -> None:
-        """Persist; a failed write is logged, never raised: the pool goes on with the state
-        in memory, and the next change writes it all again."""
+    def _save(self, name: str, st: SourceState) -> None:
+        """Queue the row without waiting (called under `lock`, which the store's writer may
+        need for a claim: waiting for the store here could deadlock). It commits with the
+        next transaction, a task's finish or `sync()`; from inside a claim's transaction it
+        joins it. A failure is logged, never raised: the pool goes on with the state in
+        memory, and the next change writes it all again."""
         try:
-            self.store.put_source_state(name, st.row(), durable=durable)
+            self.store.post_source_state(name, st.row())
+        except Exception as exc:  # a closing store
+            log.warning("source %s: state not saved: %s", name, exc)
+
+    def sync(self) -> None:
+        """Wait until the saved states are durable (an operator's change is acknowledged
+        only then). Never under `lock`."""
+        try:
+            self.store.sync()
         except SyncdError as exc:
-            log.warning("source %s: state not saved: %s", name, exc.message)
+            log.warning("source states not saved: %s", exc.message)

@@ -119,8 +119,7 @@ class TaskService:
             size = self._batch_size()
             done.update(t.id for t in self._cancel_queued(wanted[start : start + size]))
             start += size
-        with self.pool.cond:
-            killed = set(self._kill_running([i for i in wanted if i not in done]))
+        killed = set(self._kill_running([i for i in wanted if i not in done]))
         cancelled = [i for i in wanted if i in killed or i in done]
         skipped = []
         for task_id in wanted:
@@ -140,9 +139,8 @@ class TaskService:
 
     def cancel_one(self, task_id: int) -> bool:
         """Cancel a queued task at once, or kill a running one."""
-        with self.pool.cond:
-            if self._kill_running([task_id]):
-                return True
+        if self._kill_running([task_id]):
+            return True
         return bool(self._cancel_queued([task_id]))
 
     def clear_queue(self, source: str | None = None) -> int:
@@ -156,19 +154,24 @@ class TaskService:
         killed: list[int] = []
         if force:
             with self.pool.cond:
-                killed = self._kill_running(list(self.pool.running))
+                running = list(self.pool.running)
+            killed = self._kill_running(running)
         return done, killed
 
     def _kill_running(self, ids: list[int]) -> list[int]:
-        """Kill those of `ids` the pool is running (caller holds the pool's condition); the
-        cancel is committed first, so a crash before their end is recorded cannot requeue
-        them (reconcile ends them `cancelled`). Returns the ids killed."""
-        running = [i for i in ids if i in self.pool.running]
+        """Kill those of `ids` the pool is running; the cancel is committed first, so a
+        crash before their end is recorded cannot requeue them (reconcile ends them
+        `cancelled`). Returns the ids killed. Not under the pool's lock (the store's writer
+        takes it for each claim): a task is admitted in the transaction that claims it, so
+        one claimed before this call is already in `running`, and one that ends meanwhile
+        is simply not killed."""
+        with self.pool.cond:
+            running = [i for i in ids if i in self.pool.running]
         if not running:
             return []
-        self.store.request_cancel(running)
+        marked = self.store.request_cancel(running)
         failpoint("cancel_after_persist")
-        return [i for i in running if self.pool.kill(i, KILL_CANCEL)]
+        return [i for i in marked if self.pool.kill(i, KILL_CANCEL)]
 
     def set_priority(self, task_id: int, priority: int) -> Task:
         task = self.store.set_priority(task_id, priority)

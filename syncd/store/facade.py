@@ -198,32 +198,66 @@ class Store(Successes, SourceRows, Cancels):
         return done, follow
 
     def finish_and_claim(
-        self, task_id: int, ending: Ending, pick: Pick | None, started_at: str
+        self,
+        task_id: int,
+        ending: Ending,
+        pick: Pick | None = None,
+        started_at: str = "",
+        *,
+        claim: Callable[[sqlite3.Connection], Task | None] | None = None,
     ) -> tuple[Task | None, Task | None, Task | None]:
         """finish(), and in the same transaction claim (queued → running, `started_at`) the
         task `pick` finds: the slot the finish frees is refilled without a commit (an fsync)
-        of its own. No pick, no claim.
+        of its own. `claim` instead of a pick: it runs in the transaction (the pool decides
+        its pick there, see `claim`). No pick and no claim, no claim.
 
         Returns (finished task, follow-up, claimed task or None)."""
+        if claim is None and pick is not None:
+            claim = self._claim_by(pick, started_at)
 
-        def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Any]:
+        def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Task | None]:
             if ending.source_state is not None:
                 put_source_state_in(conn, *ending.source_state)
             done, follow = self._finish_in(conn, task_id, ending)
-            row = None
-            chosen = None if pick is None else pick.choose(conn)
-            if chosen is not None:
-                row = conn.execute(
-                    f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?"
-                    f" AND status = 'queued' {RETURNING}",
-                    (started_at, chosen),
-                ).fetchone()
+            claimed = None if claim is None else claim(conn)
             failpoint("finish_before_commit")
-            return done, follow, row
+            return done, follow, claimed
 
-        done, follow, row = self._group("finish", write)
+        done, follow, claimed = self._group("finish", write)
         failpoint("finish_after_commit")
-        return done, follow, None if row is None else row_task(row)
+        return done, follow, claimed
+
+    def _claim_by(self, pick: Pick, started_at: str) -> Callable[[sqlite3.Connection], Task | None]:
+        return lambda conn: self.claim_in(conn, pick, started_at)
+
+    def claim(self, claim: Callable[[sqlite3.Connection], Task | None]) -> Task | None:
+        """Run `claim(conn)` in the next group transaction and return what it claimed once
+        committed. The pool decides its pick inside the transaction, under its own lock
+        held for that only (never across the commit), so claims and finishes of every
+        worker share commits and each pick sees the claims made before it."""
+        return self._group("claim", claim)
+
+    def claim_in(self, conn: sqlite3.Connection, pick: Pick, started_at: str) -> Task | None:
+        """queued → running for the task `pick` finds, inside the caller's transaction."""
+        chosen = pick.choose(conn)
+        if chosen is None:
+            return None
+        row = conn.execute(
+            f"UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?"
+            f" AND status = 'queued' {RETURNING}",
+            (started_at, chosen),
+        ).fetchone()
+        return None if row is None else row_task(row)
+
+    def post_source_state(self, name: str, state: dict[str, Any]) -> None:
+        """Queue a source's state row without waiting (it commits with the next transaction
+        or within POST_GATHER_SECONDS; inside the writer's transaction it joins it): the
+        pool's locks are never held while waiting for the store. `sync()` waits for it."""
+        self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, state))
+
+    def sync(self) -> None:
+        """Return once every write queued before this call is committed durably."""
+        self._group("sync", lambda conn: None)
 
     def _finish_in(
         self, conn: sqlite3.Connection, task_id: int, ending: Ending
