@@ -2,7 +2,11 @@
 one worker thread per running task, and the announcement of every task change it makes.
 
 Dispatch is event-driven: submits, finishes and config changes notify `cond`; the daemon's
-loop waits on it until the next deadline and calls `tick()`."""
+loop waits on it until the next deadline and calls `tick()`. A claim is decided inside the
+store's write transaction (`_claim_in`, in the writer's thread) under `cond`, which is held
+for that only: nobody may wait for the store while holding `cond`, or the writer, waiting
+for `cond` inside its transaction, would never finish. Lock order: the store's lock, then
+`cond`, then the sources' lock."""
 
 from __future__ import annotations
 
@@ -143,8 +147,8 @@ class Dispatcher:
 
     # -- dispatch ---------------------------------------------------------------------------
     def wake(self) -> None:
-        """Wake the loop; never waits for `cond` (a finishing task holds it across its
-        commit), so a submit is answered without waiting for another task's fsync."""
+        """Wake the loop; never waits for `cond` (the writer takes it for each claim), so
+        a submit is answered without waiting for anyone's pick."""
         self._waker.wake()
 
     def tick(self) -> list[int]:
@@ -157,10 +161,6 @@ class Dispatcher:
                 pick = self._pick()
             if pick is None:  # paused, stopping, full: no store round trip
                 break
-            if self.store.next_queued(pick.now, exclude_sources=pick.exclude_sources,
-                                      exclude_routes=pick.exclude_routes) is None:  # fmt: skip
-                break  # nothing to claim: a read, not a write transaction (which an outside
-                # writer holding the database could keep waiting for busy_timeout)
             rt = self._claim_one()
             if rt is None:
                 break

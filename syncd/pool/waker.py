@@ -1,7 +1,7 @@
 """Waking the dispatch loop without waiting for its lock. The dispatcher's condition is
-held across a finishing task's commit (an fsync), so a submit that woke the loop inline
-would be answered only after another task's commit; instead, when the lock is taken, the
-wake is handed to a small thread that notifies as soon as the lock is free."""
+taken by the store's writer for each claim (inside a transaction) and by every reader of
+the pool, so a caller that woke the loop inline could wait behind them; instead, when the
+lock is taken, the wake is handed to a small thread that notifies as soon as it is free."""
 
 from __future__ import annotations
 
