@@ -249,12 +249,6 @@ class Store(Successes, SourceRows, Cancels):
         ).fetchone()
         return None if row is None else row_task(row)
 
-    def post_source_state(self, name: str, state: dict[str, Any]) -> None:
-        """Queue a source's state row without waiting (it commits with the next transaction
-        or within POST_GATHER_SECONDS; inside the writer's transaction it joins it): the
-        pool's locks are never held while waiting for the store. `sync()` waits for it."""
-        self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, state))
-
     def sync(self) -> None:
         """Return once every write queued before this call is committed durably."""
         self._group("sync", lambda conn: None)

@@ -29,13 +29,11 @@ class SourceRows(StoreBase):
             out[row[0]] = values
         return out
 
-    def put_source_state(self, name: str, state: dict[str, Any], *, durable: bool = True) -> None:
-        """Replace the row of `name` with `state` (every column of SOURCE_COLUMNS).
-
-        `durable=False` (a start added to the rate window) commits without the fsync: it
-        survives a crash of the daemon, and the task's finish, a FULL commit, syncs it."""
-        with self._write("source_state", this_boot_only=not durable) as conn:
-            put_source_state_in(conn, name, state)
+    def post_source_state(self, name: str, state: dict[str, Any]) -> None:
+        """Queue a source's state row without waiting (it commits with the next transaction
+        or within POST_GATHER_SECONDS; inside the writer's transaction it joins it): the
+        pool's locks are never held while waiting for the store. `sync()` waits for it."""
+        self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, state))
 
 
 def put_source_state_in(conn: sqlite3.Connection, name: str, state: dict[str, Any]) -> None:
