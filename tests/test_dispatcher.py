@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from syncd.config.load import loads_config
 from syncd.config.routing import RouteTable
+from syncd.core.clock import parse_iso
 from syncd.core.errors import StoreError
 from syncd.core.models import ErrorCode, Status
 from syncd.pool.dispatcher import Dispatcher
@@ -256,3 +258,41 @@ def test_wake_never_waits_for_the_lock_a_finishing_task_holds(tmp_path: Path) ->
             assert not t.is_alive()  # returned while this thread holds the lock
     finally:
         d.store.close()
+
+
+class _TickingClock:
+    """Every reading is a second later than the one before: any decision made on one
+    reading and stamped with another shows."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        self.at += timedelta(seconds=1)
+        return self.at
+
+    def monotonic(self) -> float:
+        return self.at.timestamp()
+
+
+def test_a_claim_is_stamped_with_the_instant_its_pick_judged(tmp_path: Path) -> None:
+    """A source held back until T: the task may start at T, and its row must never say it
+    started before T (the pick, inside the store's transaction, judges at one instant; the
+    start time is that instant, not a reading taken before the transaction ran)."""
+    d = make(tmp_path)
+    clock = _TickingClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    d.clock = clock
+    task, _ = submit(d, "ok")
+    # Ends between two readings, so a start stamped with a reading taken before the pick's
+    # shows as a start before the end.
+    until = clock.at + timedelta(seconds=2.5)
+    d.sources.throttle("src", 2.5, "test", clock.at)
+    for _ in range(30):
+        if d.tick():
+            break
+    claimed = d.store.get(task.id)
+    assert claimed is not None and claimed.started_at is not None
+    started = parse_iso(claimed.started_at)
+    assert started is not None and started >= until, (started, until)
+    wait_until(lambda: completed(d, task.id))
+    d.store.close()

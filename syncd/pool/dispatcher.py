@@ -17,13 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 from syncd.config.model import DaemonSettings
 from syncd.config.routing import RouteTable
 from syncd.core import paths
-from syncd.core.clock import Clock, iso
+from syncd.core.clock import Clock, iso, parse_iso
 from syncd.core.errors import SyncdError
 from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
@@ -170,10 +169,9 @@ class Dispatcher:
         return started
 
     def _claim_one(self) -> RunningTask | None:
-        now = self.clock.now()
         box = _Claim()
         try:
-            claimed = self.store.claim(lambda conn: self._claim_in(conn, now, None, box))
+            claimed = self.store.claim(lambda conn: self._claim_in(conn, None, box))
         except BaseException:
             with self.cond:
                 box.undo(self)
@@ -184,7 +182,7 @@ class Dispatcher:
         return box.admitted
 
     def _claim_in(
-        self, conn: sqlite3.Connection, now: datetime, finishing: int | None, box: _Claim
+        self, conn: sqlite3.Connection, finishing: int | None, box: _Claim
     ) -> Task | None:
         """Inside the store's write transaction (the writer's thread): the task `finishing`
         leaves its slot, and the next task is picked, claimed and admitted, all under
@@ -194,11 +192,13 @@ class Dispatcher:
         with self.cond:
             box.undo(self)  # run again after a rolled-back batch: start from the pool as it was
             pick = self._pick(finishing=finishing)
-            claimed = None if pick is None else self.store.claim_in(conn, pick, iso(now) or "")
+            # Started at the instant the pick judged (a hold that ended just then, a
+            # cooldown say, never shows a start before its end).
+            claimed = None if pick is None else self.store.claim_in(conn, pick, pick.now)
             if finishing is not None:
                 box.finished = self.running.pop(finishing, None)
             if claimed is not None:
-                self.sources.started(claimed, now)
+                self.sources.started(claimed, parse_iso(claimed.started_at) or self.clock.now())
                 box.admitted = self._admit(claimed)
             return claimed
 
@@ -276,7 +276,6 @@ class Dispatcher:
     def next_deadline(self) -> float | None:
         """Seconds until a queued task's not_before passes or a source's hold lifts (None:
         nothing is waiting on time)."""
-        from syncd.core.clock import parse_iso
 
         now = self.clock.now()
         times = [t for t in (parse_iso(self.store.next_not_before()),
@@ -343,7 +342,7 @@ class Dispatcher:
         def write() -> tuple[Task | None, Task | None]:
             try:
                 done, follow, _ = self.store.finish_and_claim(
-                    task.id, ending, claim=lambda conn: self._claim_in(conn, now, task.id, box)
+                    task.id, ending, claim=lambda conn: self._claim_in(conn, task.id, box)
                 )
             except BaseException:
                 with self.cond:
