@@ -357,7 +357,12 @@ class Dispatcher:
             failpoint("after_claim")
         with self.cond:
             self.running.pop(task.id, None)
-            self.cond.notify_all()  # stop() waits for every end to be recorded
+            # stop() waits for every end to be recorded; the loop must look again when the
+            # freed slot stayed empty (something is held back: a deadline to compute) or a
+            # failure moved a breaker. A slot refilled by a success changes nothing it waits
+            # for, and waking it there cost a loop turn and a store read per task.
+            if self.stopping or not admitted or status is not Status.COMPLETED:
+                self.cond.notify_all()
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)
         except Exception:

@@ -121,7 +121,7 @@ class StoreBase:
         self, what: str, fn: Callable[[sqlite3.Connection], _T], *, this_boot_only: bool = False
     ) -> _T:
         """A hot write: `fn(conn)` runs in the writer thread's next group transaction (with
-        the writes of other callers, in a savepoint of its own) and its result is returned
+        the writes of other callers; if it raises, it alone fails) and its result is returned
         after that commit. Errors are raised here, mapped as in `_write`."""
         if self._lock._is_owned():  # type: ignore[attr-defined]
             # Called under the store lock (inside a `_write`): the writer thread would wait
