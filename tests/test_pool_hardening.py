@@ -18,15 +18,14 @@ from syncd.core.models import Status, Task
 from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.supervise import KILL_CANCEL, KILL_TIMEOUT
 from syncd.service.tasks import TaskService
+from tests.helpers import pool
 from tests.helpers.pool import make
 
 DEADLINE = 20.0
 
 
 def submit(d: Dispatcher, sync_type: str) -> Task:
-    service = TaskService(d.store, d, d.clock)
-    new = service.request("src", sync_type, None, None, "manual", "test")
-    return service.submit(new)[0]
+    return pool.submit(d, sync_type)[0]
 
 
 def wait_until(predicate: Any, what: str, timeout: float = DEADLINE) -> Any:
@@ -235,6 +234,7 @@ def test_a_bulk_cancel_commits_in_batches_and_a_submit_gets_in_between(
 ) -> None:
     monkeypatch.setattr("syncd.service.tasks.BULK_BATCH", 500, raising=False)
     d = make(tmp_path)
+    d.paused = True  # nothing starts: the other client's submit would claim a free slot
     ids = seed(d, 3000)
     service = TaskService(d.store, d, d.clock)
     d.events = d.announcer.events = EventBus(max_bytes=1 << 30)  # room for every event

@@ -64,6 +64,40 @@ class _Claim:
             self.finished = None
 
 
+class QueueClaims:
+    """The claims made inside the transaction that queues work: while slots are free, the
+    next tasks are claimed in that same transaction (the loop's claim after it was a second
+    commit per task). Called with the connection inside the transaction; after the commit
+    `start()` gives each admitted task its thread; if the transaction fails, `undo()`."""
+
+    def __init__(self, pool: Dispatcher) -> None:
+        self._pool = pool
+        self._boxes: list[_Claim] = []
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.undo()  # run again after a rolled-back batch: start from the pool as it was
+        while True:
+            box = _Claim()
+            self._boxes.append(box)  # before the claim: a failure inside it is undone too
+            if self._pool._claim_in(conn, None, box) is None:
+                return
+
+    def undo(self) -> None:
+        with self._pool.cond:
+            for box in self._boxes:
+                box.undo(self._pool)
+            self._boxes.clear()
+
+    def start(self) -> dict[int, Task]:
+        """The committed claims get their threads; returns their tasks (running) by id."""
+        started = [box.admitted for box in self._boxes if box.admitted is not None]
+        for rt in started:
+            failpoint("after_claim")
+            self._pool._announce_start(rt)
+            self._pool._launch(rt)
+        return {rt.task.id: rt.task for rt in started}
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -167,6 +201,10 @@ class Dispatcher:
             self._announce_start(rt)
             self._launch(rt)
         return started
+
+    def claims_for_queue(self) -> QueueClaims:
+        """Claims to make inside a transaction that queues work (see QueueClaims)."""
+        return QueueClaims(self)
 
     def _claim_one(self) -> RunningTask | None:
         box = _Claim()

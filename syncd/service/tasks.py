@@ -16,7 +16,7 @@ from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
 from syncd.core.models import ErrorCode, NewTask, Task
-from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.dispatcher import Dispatcher, QueueClaims
 from syncd.pool.supervise import KILL_CANCEL
 from syncd.store.facade import Store
 
@@ -76,7 +76,8 @@ class TaskService:
     ) -> list[tuple[Task, bool]]:
         """Submits committed together (pipelined on one connection), each logged and
         announced as its own."""
-        results = self.store.enqueue_many(items, schedule_state=schedule_state)
+        claims = self.pool.claims_for_queue()
+        results = self._enqueue(items, claims, schedule_state)
         try:
             for (new, _), (task, coalesced) in zip(items, results, strict=True):
                 what = "coalesced" if coalesced else "queued"
@@ -86,18 +87,37 @@ class TaskService:
                 self.pool.announce_task(task, wake=False)
         except Exception:
             log.exception("announcing %d committed submits failed", len(results))
-        if results:
-            self.pool.wake_for_queue()
-        return results
+        started = claims.start()
+        return [(started.get(task.id, task), coalesced) for task, coalesced in results]
 
     def submit_many(self, items: list[Submission]) -> list[tuple[Task, bool]]:
         """One request of many items (a bulk load): one summary line and one pool event
         instead of one per task, so a large batch does not flood the log or the watchers."""
-        results = self.store.enqueue_many(items)
+        claims = self.pool.claims_for_queue()
+        results = self._enqueue(items, claims)
         new = sum(not coalesced for _, coalesced in results)
         log.info("submit_many: %d items, %d new", len(results), new)
         self.pool.announce_pool()
-        self.pool.wake_for_queue()
+        claims.start()
+        return results
+
+    def _enqueue(
+        self,
+        items: list[Submission],
+        claims: QueueClaims,
+        schedule_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[tuple[Task, bool]]:
+        """Queue the items and, in the same transaction, claim what the free slots take.
+        The claim there judged the pool under its lock with the new rows in view, as the
+        loop's tick would (the pick is the same), so the loop is woken only if a new task
+        waits for a time of its own."""
+        try:
+            results = self.store.enqueue_many(items, schedule_state=schedule_state, claim=claims)
+        except BaseException:
+            claims.undo()
+            raise
+        if any(task.not_before is not None for task, _ in results):
+            self.pool.wake_for_queue()
         return results
 
     # -- cancel -----------------------------------------------------------------------------

@@ -71,10 +71,13 @@ class Store(Successes, SourceRows, Cancels):
         items: list[tuple[NewTask, bool]],
         *,
         schedule_state: tuple[str, dict[str, Any]] | None = None,
+        claim: Callable[[sqlite3.Connection], object] | None = None,
     ) -> list[tuple[Task, bool]]:
         """(new, allow_duplicate) pairs in one transaction; items coalesce with each other.
         `schedule_state` (name, fields): a schedule's fire commits with its state, so a
-        crash cannot keep the task and lose the slot's `last_fire` (it would fire again)."""
+        crash cannot keep the task and lose the slot's `last_fire` (it would fire again).
+        `claim` runs after the inserts in the same transaction: the pool claims what the
+        free slots can take without a commit (an fsync) of its own."""
         if not items:
             return []
         now = iso(self._clock.now()) or ""
@@ -83,6 +86,8 @@ class Store(Successes, SourceRows, Cancels):
             results = Batch(conn, now).add(items)
             if schedule_state is not None:
                 put_schedule_state_in(conn, *schedule_state)
+            if claim is not None:
+                claim(conn)
             return results
 
         results = self._group("enqueue", write)

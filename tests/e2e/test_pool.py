@@ -354,3 +354,15 @@ def test_pipelined_submits_are_answered_in_order_one_by_one(make_daemon):
     listed = d.call("list", status=["queued"], limit=100)
     assert {t["id"] for t in listed["tasks"]} == ids
     conn.close()
+
+
+def test_a_submit_with_a_free_slot_is_answered_running(make_daemon):
+    """The submit claims its task in its own transaction (one commit, no loop turn): the
+    reply already says running, and the task runs to its end."""
+    d = make_daemon({"alpha": {"routes": {"r0": "r0"}}})
+    res = d.call("submit", source="alpha", sync_type="r0", params={"sleep": "0"})
+    assert res["task"]["status"] == "running" and res["task"]["started_at"]
+    assert wait_all_final(d, [res["task"]["id"]])[0]["status"] == "completed"
+    d.call("pause")
+    queued = d.call("submit", source="alpha", sync_type="r0", params={"sleep": "0"})
+    assert queued["task"]["status"] == "queued"

@@ -47,8 +47,20 @@ ok = {{ argv = ["{sys.executable}", "-c", "pass"] }}
     )
 
 
-def submit(d: Dispatcher, sync_type: str, allow_duplicate: bool = False) -> tuple[Task, bool]:
-    """A manual submit through the one submit path."""
+def submit(
+    d: Dispatcher, sync_type: str, allow_duplicate: bool = False, *, start: bool = False
+) -> tuple[Task, bool]:
+    """A manual submit through the one submit path. A submit claims a free slot itself, in
+    its own transaction; unless `start`, the task is only queued here and the test's
+    `tick()` starts it (dispatch is held, in memory only, for the length of the submit)."""
     service = TaskService(d.store, d, d.clock)
     new = service.request("src", sync_type, None, None, "manual", "test")
-    return service.submit(new, allow_duplicate=allow_duplicate)
+    if start:
+        return service.submit(new, allow_duplicate=allow_duplicate)
+    with d.cond:
+        was, d.paused = d.paused, True
+    try:
+        return service.submit(new, allow_duplicate=allow_duplicate)
+    finally:
+        with d.cond:
+            d.paused = was

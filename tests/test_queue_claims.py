@@ -1,0 +1,126 @@
+"""A submit that finds a slot free claims the next task inside its own transaction: one
+commit for the queueing and the claim (the loop's claim after it was a second fsync per
+task). Real store, real dispatcher, real children; no daemon around them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.core.errors import StoreError
+from syncd.core.models import ErrorCode, Status
+from syncd.pool.dispatcher import Dispatcher
+from syncd.store.facade import Store
+from tests.helpers.pool import make, submit, wait_until
+
+WAIT = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+
+
+def gated_pool(tmp_path: Path, workers: int) -> tuple[Dispatcher, Path]:
+    """Route `gated` runs until the gate file exists; `ok` exits at once."""
+    gate = tmp_path / "gate"
+    route = f"gated = {{ argv = [{sys.executable!r}, '-c', {WAIT!r}, {str(gate)!r}] }}"
+    return make(tmp_path, route.replace("'", '"'), max_workers=workers), gate
+
+
+def count_commits(store: Store) -> list[int]:
+    commits = [0]
+    real = store._writer.commit
+
+    def commit(conn: Any) -> None:
+        commits[0] += 1
+        real(conn)
+
+    store._writer.commit = commit  # type: ignore[method-assign]
+    return commits
+
+
+def final(d: Dispatcher, task_id: int) -> Status:
+    def status() -> Status:
+        task = d.store.get(task_id)
+        assert task is not None
+        return task.status
+
+    wait_until(lambda: status() not in (Status.QUEUED, Status.RUNNING), what=f"task {task_id}")
+    return status()
+
+
+def test_a_submit_with_a_free_slot_starts_its_task_in_its_own_commit(tmp_path: Path) -> None:
+    d, gate = gated_pool(tmp_path, workers=1)
+    commits = count_commits(d.store)
+    task, coalesced = submit(d, "gated", start=True)
+    assert not coalesced
+    assert task.status is Status.RUNNING and task.started_at is not None  # the reply says so
+    assert commits[0] == 1  # queued and claimed in one transaction
+    stored = d.store.get(task.id)
+    assert stored is not None and stored.status is Status.RUNNING
+    with d.cond:
+        assert list(d.running) == [task.id]
+    gate.touch()
+    assert final(d, task.id) is Status.COMPLETED  # it got its thread: nobody ticked
+
+
+def test_a_submit_into_a_full_or_paused_pool_only_queues(tmp_path: Path) -> None:
+    d, gate = gated_pool(tmp_path, workers=1)
+    first, _ = submit(d, "gated", start=True)
+    assert first.status is Status.RUNNING
+    second, _ = submit(d, "ok", start=True)  # the one slot is taken
+    assert second.status is Status.QUEUED
+    gate.touch()
+    assert final(d, first.id) is Status.COMPLETED
+    assert final(d, second.id) is Status.COMPLETED  # claimed by the finish of `first`
+    d.set_paused(True)
+    third, _ = submit(d, "ok", start=True)
+    assert third.status is Status.QUEUED
+    with d.cond:
+        assert d.running == {}
+    d.set_paused(False)
+    assert d.tick() == [third.id]
+    assert final(d, third.id) is Status.COMPLETED
+
+
+def test_a_submit_fills_every_free_slot_in_queue_order(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    routes = "".join(
+        f"{name} = {{ argv = [{sys.executable!r}, '-c', {WAIT!r}, {str(gate)!r}] }}\n"
+        for name in ("gated", "gated2")
+    )
+    d = make(tmp_path, routes.replace("'", '"'), max_workers=2)
+    held = [submit(d, "gated")[0], submit(d, "gated2")[0]]  # queued, not started (no tick)
+    assert all(t.status is Status.QUEUED for t in held)
+    commits = count_commits(d.store)
+    newest, _ = submit(d, "ok", start=True)
+    assert commits[0] == 1  # the new row and two claims, one commit
+    assert newest.status is Status.QUEUED  # the older ones first: the queue's order
+    for task in held:
+        stored = d.store.get(task.id)
+        assert stored is not None and stored.status is Status.RUNNING
+    gate.touch()
+    assert {final(d, t.id) for t in [*held, newest]} == {Status.COMPLETED}
+
+
+def test_a_claim_that_fails_inside_the_submit_undoes_the_submit_and_the_admission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, gate = gated_pool(tmp_path, workers=2)
+    real = d.store.claim_in
+
+    def claim_then_fail(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # the row is claimed and the task admitted, then it breaks
+        raise StoreError(ErrorCode.STORAGE_ERROR, "database or disk is full")
+
+    monkeypatch.setattr(d.store, "claim_in", claim_then_fail)
+    with pytest.raises(StoreError, match="disk is full"):
+        submit(d, "gated", start=True)
+    with d.cond:
+        assert d.running == {}  # the admission was undone with the transaction
+    assert d.store.counts().get("queued", 0) == 0  # and nothing was queued: the client retries
+    assert d.store.tasks_with_status(Status.RUNNING) == []
+    monkeypatch.setattr(d.store, "claim_in", real)
+    task, _ = submit(d, "gated", start=True)
+    assert task.status is Status.RUNNING
+    gate.touch()
+    assert final(d, task.id) is Status.COMPLETED
