@@ -1,6 +1,7 @@
 """A submit that finds a slot free claims the next task inside its own transaction: one
 commit for the queueing and the claim (the loop's claim after it was a second fsync per
-task). Real store, real dispatcher, real children; no daemon around them."""
+task); the loop gives the claimed task its thread (here the test's `tick()` is the loop).
+Real store, real dispatcher, real children; no daemon around them."""
 
 from __future__ import annotations
 
@@ -59,15 +60,19 @@ def test_a_submit_with_a_free_slot_starts_its_task_in_its_own_commit(tmp_path: P
     assert stored is not None and stored.status is Status.RUNNING
     with d.cond:
         assert list(d.running) == [task.id]
+    assert d.tick() == [task.id]  # the loop starts its thread; no second claim, no commit
+    assert commits[0] == 1
     gate.touch()
-    assert final(d, task.id) is Status.COMPLETED  # it got its thread: nobody ticked
+    assert final(d, task.id) is Status.COMPLETED
 
 
 def test_a_submit_into_a_full_or_paused_pool_only_queues(tmp_path: Path) -> None:
     d, gate = gated_pool(tmp_path, workers=1)
     first, _ = submit(d, "gated", start=True)
     assert first.status is Status.RUNNING
+    assert d.tick() == [first.id]
     second, _ = submit(d, "ok", start=True)  # the one slot is taken
+    assert d.tick() == []
     assert second.status is Status.QUEUED
     gate.touch()
     assert final(d, first.id) is Status.COMPLETED
@@ -98,6 +103,7 @@ def test_a_submit_fills_every_free_slot_in_queue_order(tmp_path: Path) -> None:
     for task in held:
         stored = d.store.get(task.id)
         assert stored is not None and stored.status is Status.RUNNING
+    assert d.tick() == [held[0].id, held[1].id]
     gate.touch()
     assert {final(d, t.id) for t in [*held, newest]} == {Status.COMPLETED}
 
@@ -122,5 +128,20 @@ def test_a_claim_that_fails_inside_the_submit_undoes_the_submit_and_the_admissio
     monkeypatch.setattr(d.store, "claim_in", real)
     task, _ = submit(d, "gated", start=True)
     assert task.status is Status.RUNNING
+    assert d.tick() == [task.id]
     gate.touch()
     assert final(d, task.id) is Status.COMPLETED
+
+
+def test_a_task_claimed_by_a_submit_during_a_stop_is_started_and_its_end_recorded(
+    tmp_path: Path,
+) -> None:
+    """The loop may be gone: stop() starts what a submit handed it, and waits for its end
+    (killed before it ran: interrupted by shutdown), so no claimed row stays running."""
+    d, _ = gated_pool(tmp_path, workers=1)
+    task, _ = submit(d, "gated", start=True)
+    assert task.status is Status.RUNNING  # claimed and handed to the loop, which never ran
+    assert d.stop(timeout=20)
+    stored = d.store.get(task.id)
+    assert stored is not None and stored.status is not Status.RUNNING
+    assert stored.error == "interrupted by shutdown"

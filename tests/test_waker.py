@@ -53,3 +53,19 @@ def test_the_helper_thread_ends_when_idle_and_comes_back() -> None:
             assert helper is not None
         helper.join(DEADLINE)  # delivered, idle, gone
         assert not helper.is_alive() and waker._thread is None
+
+
+def test_a_wake_while_nobody_waits_is_kept_until_the_loop_takes_it() -> None:
+    """The loop is busy (in its tick) when the wake comes: the notify reaches nobody, so
+    the loop must see the wake before it waits, or it sleeps to its next deadline with a
+    claimed task not started (seen: a task claimed by a submit, heartbeat 600 s)."""
+    cond = threading.Condition()
+    waker = Waker(cond, idle=0.01)
+    with cond:
+        assert not waker.take()  # nothing asked yet: the loop may wait
+    waker.wake()  # cond is free and nobody waits: the notify is lost, the wake is not
+    with cond:
+        assert waker.take()
+        assert not waker.take()  # taken once
+        waker.wake_held()
+        assert waker.take()

@@ -267,7 +267,8 @@ class Daemon:
             with d.cond:
                 if self._stop.is_set():
                     break
-                d.cond.wait(timeout)
+                if not d.woken():  # a wake during this turn (one its tick missed) is not lost
+                    d.cond.wait(timeout)
 
     def _tick_schedules(self) -> None:
         now = self.clock.monotonic()

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -89,12 +90,13 @@ class QueueClaims:
             self._boxes.clear()
 
     def start(self) -> dict[int, Task]:
-        """The committed claims get their threads; returns their tasks (running) by id."""
+        """After the commit: the claimed tasks go to the loop, which gives each its thread
+        (starting a thread here, on the submitter's reply path, made every submit wait for
+        the new thread to be scheduled). Returns their tasks (running) by id."""
         started = [box.admitted for box in self._boxes if box.admitted is not None]
-        for rt in started:
+        if started:
             failpoint("after_claim")
-            self._pool._announce_start(rt)
-            self._pool._launch(rt)
+            self._pool.hand_to_loop(started)
         return {rt.task.id: rt.task for rt in started}
 
 
@@ -123,6 +125,7 @@ class Dispatcher:
         # takes `cond` for each claim, so nobody may wait for the store while holding it).
         self._settings_lock = threading.Lock()
         self.running: dict[int, RunningTask] = {}
+        self._to_launch: deque[RunningTask] = deque()  # claimed by a submit: the loop starts
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
         # The runtime max_workers override, read once: every dispatch consults it, and only
@@ -184,11 +187,39 @@ class Dispatcher:
         a submit is answered without waiting for anyone's pick."""
         self._waker.wake()
 
+    def woken(self) -> bool:
+        """Was the loop woken since it last asked (it must not wait then)? Caller holds
+        `cond`, the loop just before it would wait."""
+        return self._waker.take()
+
+    def hand_to_loop(self, claimed: list[RunningTask]) -> None:
+        """Tasks claimed (committed, admitted) outside the loop, to be given their threads
+        by it. When stopping, the caller starts them itself: the loop may be gone, and
+        stop() waits for every admitted task's end."""
+        self._to_launch.extend(claimed)
+        if self.stopping:
+            self.launch_handed()
+        else:
+            self.wake()
+
+    def launch_handed(self) -> list[int]:
+        """Give every task handed to the loop its thread (each exactly once, whoever calls)."""
+        started: list[int] = []
+        while True:
+            try:
+                rt = self._to_launch.popleft()
+            except IndexError:
+                return started
+            self._announce_start(rt)
+            self._launch(rt)
+            started.append(rt.task.id)
+
     def tick(self) -> list[int]:
         """Start queued tasks while slots are free, each on a thread of its own; returns
-        the ids started. Each claim is its own (group) transaction; a failing one raises,
-        and every task claimed before it already has its thread."""
-        started: list[int] = []
+        the ids started (first those a submit claimed). Each claim is its own (group)
+        transaction; a failing one raises, and every task claimed before it already has its
+        thread."""
+        started = self.launch_handed()
         while True:
             with self.cond:
                 pick = self._pick()
@@ -296,7 +327,7 @@ class Dispatcher:
             log.error("task %d: cannot start its worker thread: %s", rt.task.id, exc)
             with self.cond:
                 self.running.pop(rt.task.id, None)
-                self.cond.notify_all()
+                self._waker.wake_held()
             error = f"internal error in syncd: cannot start a worker thread ({exc})"
             try:
                 done, _ = self.store.finish(
@@ -343,7 +374,7 @@ class Dispatcher:
                 log.exception("task %d: recording its end failed", current.task.id)
                 with self.cond:
                     self.running.pop(current.task.id, None)
-                    self.cond.notify_all()  # the loop refills the slot
+                    self._waker.wake_held()  # the loop refills the slot
                 rt = None
 
     def _run_child(self, rt: RunningTask) -> Outcome:
@@ -400,7 +431,7 @@ class Dispatcher:
             # failure moved a breaker. A slot refilled by a success changes nothing it waits
             # for, and waking it there cost a loop turn and a store read per task.
             if self.stopping or not admitted or status is not Status.COMPLETED:
-                self.cond.notify_all()
+                self._waker.wake_held()
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)
         except Exception:
@@ -477,6 +508,8 @@ class Dispatcher:
             self.stopping = True
             for rt in list(self.running.values()):
                 self._kill(rt, KILL_SHUTDOWN)
+        self.launch_handed()  # claimed by a submit, not started yet: their ends are recorded
+        with self.cond:
             while self.running:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -12,7 +12,12 @@ IDLE_SECONDS = 5.0  # the thread ends after this long without a wake to deliver
 
 class Waker:
     """notify_all() on `cond` now if its lock is free, else soon from a helper thread
-    (started when first needed, ended when idle): the caller never blocks."""
+    (started when first needed, ended when idle): the caller never blocks.
+
+    A wake is also remembered until the loop takes it (`take`, under `cond`, just before it
+    would wait): a notify while the loop is busy elsewhere reaches no waiter, and the loop
+    would then sleep until its next deadline with the work (a claimed task to start) left
+    undone."""
 
     def __init__(self, cond: threading.Condition, idle: float = IDLE_SECONDS) -> None:
         self._cond = cond
@@ -20,8 +25,20 @@ class Waker:
         self._asked = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._pending = False  # a wake the loop has not taken yet
+
+    def take(self) -> bool:
+        """Was the loop woken since it last asked? Clears it. Caller holds `cond`."""
+        pending, self._pending = self._pending, False
+        return pending
+
+    def wake_held(self) -> None:
+        """wake() for a caller that holds `cond`."""
+        self._pending = True
+        self._cond.notify_all()
 
     def wake(self) -> None:
+        self._pending = True  # before the notify: a loop about to wait sees one or the other
         if self._cond.acquire(blocking=False):
             try:
                 self._cond.notify_all()
