@@ -6,6 +6,7 @@ Real store, real dispatcher, real children; no daemon around them."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ from syncd.store.facade import Store
 from tests.helpers.pool import make, submit, wait_until
 
 WAIT = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+
+
+@pytest.fixture(autouse=True)
+def _open_gate_at_the_end(tmp_path: Path) -> Iterator[None]:
+    """A failing test must not leave its gated children behind."""
+    yield
+    (tmp_path / "gate").touch()
 
 
 def gated_pool(tmp_path: Path, workers: int) -> tuple[Dispatcher, Path]:
