@@ -398,6 +398,13 @@ def test_human_output(fake: FakeDaemon, argv: list[str], expected: str) -> None:
     assert result.stdout == expected
 
 
+def test_submit_says_started_when_its_task_took_a_free_slot(fake: FakeDaemon) -> None:
+    fake.results["submit"] = {"task": {**T, "status": "running"}, "coalesced": False}
+    result = run(fake, "submit", "hubspot", "contacts")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "started task 812 (hubspot.contacts)\n"
+
+
 def test_submit_coalesced(fake: FakeDaemon) -> None:
     fake.results["submit"] = {"task": dict(T, route="all", sync_type="deals"), "coalesced": True}
     result = run(fake, "submit", "hubspot", "deals")

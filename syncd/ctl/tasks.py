@@ -45,8 +45,7 @@ def submit(source: str, sync_type: str | None, params: tuple[str, ...], **kw: An
     if want_json():
         click.echo(json.dumps(r) if kw["wait"] else json.dumps(r, indent=2))
     else:
-        verb = "coalesced into" if r.get("coalesced") else "queued"
-        click.echo(f"{verb} task {t['id']} ({render.sync_name(t)})")
+        click.echo(f"{_submitted_verb(r)} task {t['id']} ({render.sync_name(t)})")
     if not kw["wait"]:
         return
     last = None
@@ -146,6 +145,13 @@ def explain(task_id: int) -> None:
     (absent until the routes involved have run). A task queued by a schedule that is now
     paused still runs: the note says so."""
     emit(call("explain", id=task_id), lambda r: waiting.explain_full(task_id, r, now_utc()))
+
+
+def _submitted_verb(reply: dict[str, Any]) -> str:
+    """A submit that found a slot free started its task in the same commit: say so."""
+    if reply.get("coalesced"):
+        return "coalesced into"
+    return "started" if reply["task"].get("status") == "running" else "queued"
 
 
 @command(main, "list-tasks", "syncctl list-tasks --queued --source crm")
