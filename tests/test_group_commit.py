@@ -321,3 +321,45 @@ def test_a_hot_write_inside_a_locked_write_joins_its_transaction(store: Store) -
     with store._lock:  # held outside any transaction: the write takes one of its own
         task = store.enqueue(new("locked"))[0]
     assert store.get(task.id) == task
+
+
+def test_a_write_finding_the_writer_idle_runs_in_its_callers_thread(store: Store) -> None:
+    """No hand-off to the writer thread and back when nobody else writes (two thread
+    wake-ups per write); under contention the writer thread gathers, as above."""
+    ran_in: list[int] = []
+    store._group("probe", lambda conn: ran_in.append(threading.get_ident()))
+    assert ran_in == [threading.get_ident()]
+
+
+def test_a_posted_write_rides_with_the_next_write_in_its_callers_thread(store: Store) -> None:
+    task = store.enqueue(new())[0]
+    assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at="t")
+    gate = Gate(store)
+    gate.release.set()
+    store.set_running_fields(task.id, wait=False, pid=31)
+    store.enqueue(new("b"))
+    assert gate.commits == 1  # the posted pid record and the enqueue: one commit
+    got = store.get(task.id)
+    assert got is not None and got.pid == 31
+
+
+def test_close_waits_for_a_batch_running_in_a_callers_thread(store: Store) -> None:
+    """The connection is closed only after the batch a caller runs itself is committed."""
+    gate = Gate(store)
+    out: dict[str, Any] = {}
+    writer = in_thread(lambda: store.enqueue(new("a")), out, "first")
+    assert gate.entered.wait(DEADLINE)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # held by the caller's batch, not closing under it
+    gate.release.set()
+    writer.join(DEADLINE)
+    closer.join(DEADLINE)
+    assert not closer.is_alive()
+    assert not isinstance(out["first"], BaseException)
+    reopened = Store.open(store.path)
+    try:
+        assert reopened.get(out["first"][0].id) is not None
+    finally:
+        reopened.close()
