@@ -296,3 +296,39 @@ def test_a_claim_is_stamped_with_the_instant_its_pick_judged(tmp_path: Path) -> 
     assert started is not None and started >= until, (started, until)
     wait_until(lambda: completed(d, task.id))
     d.store.close()
+
+
+GATE_WAIT = (
+    "import os, sys, time\\nend = time.time() + 60\\n"
+    "while not os.path.exists(sys.argv[1]) and time.time() < end: time.sleep(0.01)"
+)
+GATED = 'gated = {{ argv = ["{py}", "-c", "' + GATE_WAIT + '", "{gate}"] }}\n'
+
+
+@pytest.mark.parametrize("held_back", [False, True])
+def test_a_success_leaving_its_slot_empty_wakes_the_loop_only_if_tasks_are_queued(
+    tmp_path: Path, held_back: bool
+) -> None:
+    """With nothing queued, a freed slot gives the loop nothing to do (a turn was an empty
+    claim transaction and a read per task); a task held back (its source paused) may have
+    a deadline to compute, so then the loop is woken."""
+    gate = tmp_path / "gate"
+    d = make(tmp_path, GATED.format(py=sys.executable, gate=str(gate)))
+    try:
+        task = submit(d, "gated")[0]
+        assert d.tick() == [task.id]
+        worker = d.running[task.id].thread
+        assert worker is not None
+        if held_back:
+            d.sources.pause("src", None, "test")
+            submit(d, "ok")
+        with d.cond:
+            d.woken()  # forget the wakes so far: only the finish's counts
+        gate.touch()
+        worker.join(60)  # its finish recorded and told: the thread ends, nothing to run next
+        assert not worker.is_alive() and completed(d, task.id)
+        with d.cond:
+            assert d.woken() is held_back
+    finally:
+        gate.touch()
+        d.store.close()

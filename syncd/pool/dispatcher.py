@@ -54,6 +54,7 @@ class _Claim:
 
     admitted: RunningTask | None = None  # the task claimed and given a slot
     finished: RunningTask | None = None  # the task whose finish freed the slot
+    queue_empty: bool = False  # nothing was left queued to take the freed slot
 
     def undo(self, pool: Dispatcher) -> None:
         """Caller holds `cond`."""
@@ -266,6 +267,8 @@ class Dispatcher:
             claimed = None if pick is None else self.store.claim_in(conn, pick, pick.now)
             if finishing is not None:
                 box.finished = self.running.pop(finishing, None)
+                nothing_left = pick is not None and claimed is None
+                box.queue_empty = nothing_left and self.store.queued_in(conn) == 0
             if claimed is not None:
                 self.sources.started(claimed, parse_iso(claimed.started_at) or self.clock.now())
                 box.admitted = self._admit(claimed)
@@ -427,10 +430,12 @@ class Dispatcher:
         with self.cond:
             self.running.pop(task.id, None)
             # stop() waits for every end to be recorded; the loop must look again when the
-            # freed slot stayed empty (something is held back: a deadline to compute) or a
-            # failure moved a breaker. A slot refilled by a success changes nothing it waits
-            # for, and waking it there cost a loop turn and a store read per task.
-            if self.stopping or not admitted or status is not Status.COMPLETED:
+            # freed slot stayed empty while tasks are queued (held back: a deadline to
+            # compute) or a failure moved a breaker. A slot refilled by a success, or left
+            # empty by one with nothing queued, changes nothing it waits for, and waking it
+            # there cost a loop turn (an empty claim transaction and a store read) per task.
+            held_back = not admitted and not box.queue_empty
+            if self.stopping or held_back or status is not Status.COMPLETED:
                 self._waker.wake_held()
         try:  # the end is committed: telling about it must not strand the task claimed
             self._announce_finish(rt, outcome, done, follow)

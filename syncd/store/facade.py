@@ -254,6 +254,11 @@ class Store(Successes, SourceRows, Cancels):
         ).fetchone()
         return None if row is None else row_task(row)
 
+    def queued_in(self, conn: sqlite3.Connection) -> int:
+        """Queued tasks, from the trigger-kept counter, inside the caller's transaction."""
+        row = conn.execute("SELECT n FROM task_counts WHERE status = 'queued'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def sync(self) -> None:
         """Return once every write queued before this call is committed durably."""
         self._group("sync", lambda conn: None)
