@@ -317,16 +317,15 @@ def test_a_success_leaving_its_slot_empty_wakes_the_loop_only_if_tasks_are_queue
     try:
         task = submit(d, "gated")[0]
         assert d.tick() == [task.id]
-        worker = d.running[task.id].thread
-        assert worker is not None
         if held_back:
             d.sources.pause("src", None, "test")
             submit(d, "ok")
         with d.cond:
             d.woken()  # forget the wakes so far: only the finish's counts
         gate.touch()
-        worker.join(60)  # its finish recorded and told: the thread ends, nothing to run next
-        assert not worker.is_alive() and completed(d, task.id)
+        # Its finish recorded and told, the thread parks: nothing to run next.
+        wait_until(lambda: d.workers.parked() == 1)
+        assert completed(d, task.id)
         with d.cond:
             assert d.woken() is held_back
     finally:

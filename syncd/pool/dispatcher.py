@@ -38,6 +38,7 @@ from syncd.pool.supervise import (
     run_child,
 )
 from syncd.pool.waker import Waker
+from syncd.pool.workers import Workers
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
 
@@ -127,6 +128,9 @@ class Dispatcher:
         self._settings_lock = threading.Lock()
         self.running: dict[int, RunningTask] = {}
         self._to_launch: deque[RunningTask] = deque()  # claimed by a submit: the loop starts
+        self.workers: Workers[RunningTask] = Workers(
+            self._work, lambda: self.max_workers, name=lambda rt: f"task-{rt.task.id}"
+        )
         self.stopping = False
         self.paused = store.get_setting("paused") == "1"
         # The runtime max_workers override, read once: every dispatch consults it, and only
@@ -194,13 +198,17 @@ class Dispatcher:
         return self._waker.take()
 
     def hand_to_loop(self, claimed: list[RunningTask]) -> None:
-        """Tasks claimed (committed, admitted) outside the loop, to be given their threads
-        by it. When stopping, the caller starts them itself: the loop may be gone, and
-        stop() waits for every admitted task's end."""
-        self._to_launch.extend(claimed)
+        """Tasks claimed (committed, admitted) outside the loop: each goes to a parked
+        worker thread, or else to the loop, which starts a thread for it (starting one
+        here would make the caller, a submit's reply, wait for it to be scheduled). When
+        stopping, the caller starts them itself: the loop may be gone, and stop() waits
+        for every admitted task's end."""
+        for rt in claimed:
+            if self.stopping or not self.workers.hand_off(rt):
+                self._to_launch.append(rt)
         if self.stopping:
             self.launch_handed()
-        else:
+        elif self._to_launch:
             self.wake()
 
     def launch_handed(self) -> list[int]:
@@ -211,7 +219,6 @@ class Dispatcher:
                 rt = self._to_launch.popleft()
             except IndexError:
                 return started
-            self._announce_start(rt)
             self._launch(rt)
             started.append(rt.task.id)
 
@@ -230,7 +237,6 @@ class Dispatcher:
             if rt is None:
                 break
             started.append(rt.task.id)
-            self._announce_start(rt)
             self._launch(rt)
         return started
 
@@ -320,12 +326,11 @@ class Dispatcher:
             log.exception("task %d: announcing its start failed", task.id)
 
     def _launch(self, rt: RunningTask) -> None:
-        """Give a claimed task its worker thread. A thread that cannot start must not keep
-        the slot: the task is recorded failed and leaves the pool."""
-        thread = threading.Thread(target=self._work, args=(rt,), name=f"task-{rt.task.id}")
-        thread.daemon = True
+        """Give a claimed task its worker thread (a parked one, or a new one). A thread
+        that cannot start must not keep the slot: the task is recorded failed and leaves
+        the pool."""
         try:
-            thread.start()
+            self.workers.launch(rt)
         except Exception as exc:
             log.error("task %d: cannot start its worker thread: %s", rt.task.id, exc)
             with self.cond:
@@ -342,8 +347,6 @@ class Dispatcher:
                 return
             if done is not None:
                 self.announce_task(done, wake=False)
-            return
-        rt.thread = thread
 
     def next_deadline(self) -> float | None:
         """Seconds until a queued task's not_before passes or a source's hold lifts (None:
@@ -361,6 +364,7 @@ class Dispatcher:
         """Run a task, then, while queued tasks fit in the slot it freed, the next one in
         this same thread: the slot-free -> next-start gap is one transaction (the finish and
         the next claim share it), with no wake-up of the loop thread and no thread to start."""
+        self._announce_start(first)  # in this thread: not on the path of whoever claimed it
         rt: RunningTask | None = first
         while rt is not None:
             me = threading.current_thread()
@@ -513,6 +517,7 @@ class Dispatcher:
             self.stopping = True
             for rt in list(self.running.values()):
                 self._kill(rt, KILL_SHUTDOWN)
+        self.workers.stop()  # parked threads end; tasks not started yet get new ones
         self.launch_handed()  # claimed by a submit, not started yet: their ends are recorded
         with self.cond:
             while self.running:
