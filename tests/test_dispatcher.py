@@ -331,3 +331,40 @@ def test_a_success_leaving_its_slot_empty_wakes_the_loop_only_if_tasks_are_queue
     finally:
         gate.touch()
         d.store.close()
+
+
+def test_a_chained_start_and_the_end_before_it_are_told_after_the_spawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log lines, events and metrics of a start (and of the end its claim shared a commit
+    with) are told once the process runs: off the path from the commit to the spawn."""
+    from syncd.pool import supervise
+
+    d = make(tmp_path, f'ok2 = {{ argv = ["{sys.executable}", "-c", "pass"] }}', max_workers=1)
+    order: list[tuple[str, int, str]] = []
+    d.announcer.on_task = lambda task: order.append(("told", task.id, task.status.value))
+    real = supervise.start_child
+
+    def spawn(task: Any, *args: Any, **kwargs: Any) -> Any:
+        child = real(task, *args, **kwargs)
+        order.append(("spawned", task.id, ""))
+        return child
+
+    monkeypatch.setattr(supervise, "start_child", spawn)
+    try:
+        first = submit(d, "ok")[0]
+        second = submit(d, "ok2")[0]
+        order.clear()  # the queued announcements
+        assert d.tick() == [first.id]
+        wait_until(lambda: completed(d, first.id) and completed(d, second.id))
+        wait_until(lambda: ("told", second.id, "completed") in order)
+        assert order == [
+            ("spawned", first.id, ""),
+            ("told", first.id, "running"),
+            ("spawned", second.id, ""),
+            ("told", first.id, "completed"),
+            ("told", second.id, "running"),
+            ("told", second.id, "completed"),
+        ]
+    finally:
+        d.store.close()

@@ -364,7 +364,8 @@ class Dispatcher:
         """Run a task, then, while queued tasks fit in the slot it freed, the next one in
         this same thread: the slot-free -> next-start gap is one transaction (the finish and
         the next claim share it), with no wake-up of the loop thread and no thread to start."""
-        self._announce_start(first)  # in this thread: not on the path of whoever claimed it
+        # Told in this thread (not on the path of whoever claimed it), once it is spawned.
+        first.untold = lambda: self._announce_start(first)
         rt: RunningTask | None = first
         while rt is not None:
             me = threading.current_thread()
@@ -375,6 +376,7 @@ class Dispatcher:
             except Exception:  # a bug must not leave the row running and the slot taken
                 log.exception("task %d: internal error in its worker", current.task.id)
                 outcome = Outcome(Status.FAILED, None, "internal error in syncd (see daemon log)")
+            current.tell()  # not spawned (a spawn error, a kill before it): told now
             try:
                 rt = self._finish(current, outcome)
             except Exception:  # the row stays running (reconciled at the next start)
@@ -441,14 +443,19 @@ class Dispatcher:
             held_back = not admitted and not box.queue_empty
             if self.stopping or held_back or status is not Status.COMPLETED:
                 self._waker.wake_held()
-        try:  # the end is committed: telling about it must not strand the task claimed
-            self._announce_finish(rt, outcome, done, follow)
-        except Exception:
-            log.exception("task %d: announcing its end failed", task.id)
-        if admitted:
-            self._announce_start(admitted[0])
+
+        def tell() -> None:  # the end is committed: telling must not strand the task claimed
+            try:
+                self._announce_finish(rt, outcome, done, follow)
+            except Exception:
+                log.exception("task %d: announcing its end failed", task.id)
+            if admitted:
+                self._announce_start(admitted[0])
+
         if not admitted:  # nothing fitted the freed slot, so nothing fits any other
+            tell()
             return None
+        admitted[0].untold = tell  # told once the next task's process is spawned
         # Other free slots (max_workers raised meanwhile, or idle while this one ran) are
         # the loop's to fill: this thread goes straight on to start the task it claimed
         # (a pick here was a store read behind the next commit on every task's path).

@@ -3,12 +3,16 @@ why it is being killed, and what the monitor last saw of it."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from syncd.config.model import Route
 from syncd.core.models import Task
 from syncd.pool.runner import Child
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,3 +31,17 @@ class RunningTask:
     last_output: int = 0
     throttles_applied: int = 0  # `::throttle` lines of its output already applied
     thread: threading.Thread | None = field(default=None, repr=False)
+    # What to tell (log lines, events, metrics) once its process is spawned: its start, and
+    # the end of the task before it in the same thread. Told after the spawn, not before,
+    # so telling is off the path from the claim's commit to the start of the process.
+    untold: Callable[[], None] | None = field(default=None, repr=False)
+
+    def tell(self) -> None:
+        """Tell what is untold, once; never raises (the task is committed and runs)."""
+        untold, self.untold = self.untold, None
+        if untold is None:
+            return
+        try:
+            untold()
+        except Exception:
+            log.exception("task %d: announcing failed", self.task.id)

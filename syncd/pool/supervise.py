@@ -108,6 +108,7 @@ def supervise(pool: Pool, rt: RunningTask, child: Child) -> Outcome:
         )
     except SyncdError as exc:  # supervision goes on; only crash recovery needs the pid
         log.warning("task %d: pid %d not recorded: %s", task.id, child.pid, exc.message)
+    rt.tell()  # the process runs: its start (and the end before it) is told meanwhile
     code = child.wait()
     assert code is not None
     if rt.kill_reason is not None and not child.exited_before_kill:
