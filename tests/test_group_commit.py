@@ -363,3 +363,37 @@ def test_close_waits_for_a_batch_running_in_a_callers_thread(store: Store) -> No
         assert reopened.get(out["first"][0].id) is not None
     finally:
         reopened.close()
+
+
+def test_posted_writes_nobody_waits_for_commit_by_themselves(tmp_path: Path) -> None:
+    """The writer thread is woken by the first posted write only (it then wakes by itself
+    when that write's gather ends); every later one still commits, with it or after."""
+    db = tmp_path / "syncd.db"
+    store = Store.open(db)
+    reader = sqlite3.connect(db)
+    try:
+
+        def put(name: str) -> Callable[[sqlite3.Connection], object]:
+            return lambda conn: conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, 'x')", (name,)
+            )
+
+        for round_no in range(3):
+            names = [f"p{round_no}-{i}" for i in range(5)]
+            for name in names:
+                store._writer.post("update", put(name))
+            wait_until(
+                lambda names=names: (
+                    len(
+                        reader.execute(
+                            f"SELECT name FROM settings WHERE name IN ({','.join('?' * 5)})", names
+                        ).fetchall()
+                    )
+                    == 5
+                ),
+                f"round {round_no}'s posted writes to commit",
+            )
+            wait_until(lambda: store._writer.pending() == 0, "the queue to empty")
+    finally:
+        reader.close()
+        store.close()

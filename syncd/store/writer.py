@@ -103,6 +103,10 @@ class GroupWriter:
         self._awaited = 0  # queued jobs whose caller waits (not posted)
         self._thread: threading.Thread | None = None
         self._busy = False  # a batch runs (in the writer thread or in a caller's)
+        # When the waiting writer thread wakes by itself (None: only when told). A posted
+        # write does not wake it when it will anyway before that write's gather ends: a
+        # wake-up per pid record was a thread switch per task.
+        self._wake_at: float | None = None
         self._in_batch: int | None = None  # the thread running it: its store calls join it
         self._stopping = False
 
@@ -142,7 +146,8 @@ class GroupWriter:
                 self._thread.start()
             self._queue.append(job)
             self._awaited += not job.detached
-            self._cond.notify()
+            if not job.detached or self._wake_at is None:
+                self._cond.notify()
         return job
 
     def _take_idle(self, job: _Job[T]) -> list[_Job[Any]] | None:
@@ -163,7 +168,10 @@ class GroupWriter:
         finally:
             with self._cond:
                 self._busy = False
-                self._cond.notify_all()  # the writer (what queued meanwhile) and stop()
+                # The writer, for what queued meanwhile (posted writes only if it has no
+                # time to wake by itself), and stop().
+                if self._stopping or self._awaited or (self._queue and self._wake_at is None):
+                    self._cond.notify_all()
 
     def pending(self) -> int:
         """Closures queued and not yet taken into a batch (tests watch a batch gather)."""
@@ -192,7 +200,10 @@ class GroupWriter:
         while True:
             with self._cond:
                 while not self._ready_to_write():
-                    self._cond.wait(None if self._busy else self._gather_left())
+                    timeout = None if self._busy else self._gather_left()
+                    self._wake_at = None if timeout is None else time.monotonic() + timeout
+                    self._cond.wait(timeout)
+                self._wake_at = None
                 if not self._queue:
                     return
                 jobs = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
@@ -203,7 +214,8 @@ class GroupWriter:
             finally:
                 with self._cond:
                     self._busy = False
-                    self._cond.notify_all()  # stop() waits for the connection to be free
+                    if self._stopping:
+                        self._cond.notify_all()  # stop() waits for the connection to be free
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
         self._in_batch = _thread.get_ident()
