@@ -36,16 +36,17 @@ class SourceRows(StoreBase):
         self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, state))
 
 
+_UPSERT = (
+    f"INSERT INTO source_state (name, {', '.join(SOURCE_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' for _ in SOURCE_COLUMNS)}) ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
+)  # built once: every task's finish runs it
+
+
 def put_source_state_in(conn: sqlite3.Connection, name: str, state: dict[str, Any]) -> None:
     """The upsert, inside the caller's transaction (a task's finish carries its source's)."""
     values = dict(state)
     values["paused"] = int(bool(values["paused"]))
-    values["starts"] = json.dumps(values["starts"])
-    cols = ", ".join(SOURCE_COLUMNS)
-    marks = ", ".join("?" for _ in SOURCE_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS)
-    conn.execute(
-        f"INSERT INTO source_state (name, {cols}) VALUES (?, {marks})"
-        f" ON CONFLICT (name) DO UPDATE SET {updates}",
-        (name, *(values[c] for c in SOURCE_COLUMNS)),
-    )
+    starts = values["starts"]
+    values["starts"] = json.dumps(starts) if starts else "[]"
+    conn.execute(_UPSERT, (name, *(values[c] for c in SOURCE_COLUMNS)))
