@@ -368,3 +368,44 @@ def test_a_chained_start_and_the_end_before_it_are_told_after_the_spawn(
         ]
     finally:
         d.store.close()
+
+
+def test_a_submitted_task_runs_before_its_queueing_is_told_but_is_told_started_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit that claims a free slot hands the task to a parked thread before it tells
+    of the queueing (the task runs sooner); watchers still see queued, then running."""
+    import threading
+
+    from syncd.pool import supervise
+
+    d = make(tmp_path, f'ok2 = {{ argv = ["{sys.executable}", "-c", "pass"] }}')
+    try:
+        warm = submit(d, "ok")[0]
+        assert d.tick() == [warm.id]
+        wait_until(lambda: d.workers.parked() == 1 and completed(d, warm.id))
+        told: list[tuple[int, str]] = []
+        d.announcer.on_task = lambda task: told.append((task.id, task.status.value))
+        spawned = threading.Event()
+        real_spawn = supervise.start_child
+
+        def spawn(*args: Any, **kwargs: Any) -> Any:
+            child = real_spawn(*args, **kwargs)
+            spawned.set()
+            return child
+
+        real_announce = d.announce_task
+
+        def announce(task: Any, **kwargs: Any) -> None:
+            if task.status is Status.QUEUED:  # the process is running before this is told
+                assert spawned.wait(20)
+            real_announce(task, **kwargs)
+
+        monkeypatch.setattr(supervise, "start_child", spawn)
+        monkeypatch.setattr(d, "announce_task", announce)
+        task, _ = submit(d, "ok2", start=True)
+        assert task.status is Status.RUNNING
+        wait_until(lambda: (task.id, "completed") in told)
+        assert told == [(task.id, "queued"), (task.id, "running"), (task.id, "completed")]
+    finally:
+        d.store.close()

@@ -92,14 +92,24 @@ class QueueClaims:
             self._boxes.clear()
 
     def start(self) -> dict[int, Task]:
-        """After the commit: the claimed tasks go to the loop, which gives each its thread
-        (starting a thread here, on the submitter's reply path, made every submit wait for
-        the new thread to be scheduled). Returns their tasks (running) by id."""
+        """After the commit, first thing: each claimed task goes to a parked thread (or to
+        the loop, which starts one: starting a thread here, on the submitter's reply path,
+        made every submit wait for it to be scheduled). Their starts are told only after
+        `told()`: the caller tells of the queueing meanwhile. Returns their tasks (running)
+        by id."""
         started = [box.admitted for box in self._boxes if box.admitted is not None]
         if started:
+            for rt in started:
+                rt.hold_telling()
             failpoint("after_claim")
             self._pool.hand_to_loop(started)
         return {rt.task.id: rt.task for rt in started}
+
+    def told(self) -> None:
+        """The queueing is told: the claimed tasks' starts may be."""
+        for box in self._boxes:
+            if box.admitted is not None:
+                box.admitted.release_telling()
 
 
 class Dispatcher:

@@ -79,15 +79,17 @@ class TaskService:
         claims = self.pool.claims_for_queue()
         results = self._enqueue(items, claims, schedule_state)
         try:
-            for (new, _), (task, coalesced) in zip(items, results, strict=True):
-                what = "coalesced" if coalesced else "queued"
-                log.info(
-                    "task %d %s: %s.%s (%s)", task.id, what, task.source, task.route, new.trigger
-                )
-                self.pool.announce_task(task, wake=False)
-        except Exception:
-            log.exception("announcing %d committed submits failed", len(results))
-        started = claims.start()
+            started = claims.start()  # the task runs sooner; its start is told after these
+            try:
+                for (new, _), (task, coalesced) in zip(items, results, strict=True):
+                    what = "coalesced" if coalesced else "queued"
+                    log.info("task %d %s: %s.%s (%s)",
+                             task.id, what, task.source, task.route, new.trigger)  # fmt: skip
+                    self.pool.announce_task(task, wake=False)
+            except Exception:
+                log.exception("announcing %d committed submits failed", len(results))
+        finally:
+            claims.told()
         return [(started.get(task.id, task), coalesced) for task, coalesced in results]
 
     def submit_many(self, items: list[Submission]) -> list[tuple[Task, bool]]:
@@ -95,10 +97,13 @@ class TaskService:
         instead of one per task, so a large batch does not flood the log or the watchers."""
         claims = self.pool.claims_for_queue()
         results = self._enqueue(items, claims)
-        new = sum(not coalesced for _, coalesced in results)
-        log.info("submit_many: %d items, %d new", len(results), new)
-        self.pool.announce_pool()
-        claims.start()
+        try:
+            claims.start()
+            new = sum(not coalesced for _, coalesced in results)
+            log.info("submit_many: %d items, %d new", len(results), new)
+            self.pool.announce_pool()
+        finally:
+            claims.told()
         return results
 
     def _enqueue(
