@@ -3,14 +3,13 @@ why it is being killed, and what the monitor last saw of it."""
 
 from __future__ import annotations
 
-import _thread
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from syncd.config.model import Route
+from syncd.core.latch import Latch
 from syncd.core.models import Task
 from syncd.pool.runner import Child
 
@@ -37,29 +36,26 @@ class RunningTask:
     # the end of the task before it in the same thread. Told after the spawn, not before,
     # so telling is off the path from the claim's commit to the start of the process.
     untold: Callable[[], None] | None = field(default=None, repr=False)
-    # Held by whoever announces the task as queued after handing it to its thread: its
+    # Opened by whoever announces the task as queued after handing it to its thread: its
     # start is told only after that (see hold_telling).
-    _queued_told: Any = field(default=None, repr=False)
+    _queued_told: Latch | None = field(default=None, repr=False)
 
     def hold_telling(self) -> None:
         """Its start is not told before release_telling(): a submit hands the task to its
         thread first and tells of the queueing after, and watchers must see that order."""
-        lock = _thread.allocate_lock()
-        lock.acquire()
-        self._queued_told = lock
+        self._queued_told = Latch()
 
     def release_telling(self) -> None:
         if self._queued_told is not None:
-            self._queued_told.release()
+            self._queued_told.open()
 
     def tell(self) -> None:
         """Tell what is untold, once; never raises (the task is committed and runs)."""
         untold, self.untold = self.untold, None
         if untold is None:
             return
-        if self._queued_told is not None:  # its queueing first (released at once, nearly
-            self._queued_told.acquire()  # always: the spawn took longer than the telling)
-            self._queued_told.release()
+        if self._queued_told is not None:  # its queueing first (open already, nearly
+            self._queued_told.wait()  # always: the spawn took longer than the telling)
         try:
             untold()
         except Exception:

@@ -5,31 +5,28 @@ the loop had to be woken for it: a turn per submitted task)."""
 
 from __future__ import annotations
 
-import _thread
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from syncd.core.latch import Latch
 
 T = TypeVar("T")
 PARK_SECONDS = 60.0  # an idle thread ends after this long without a task
 
 
 class _Parked(Generic[T]):
-    """One parked thread's mailbox: a bare lock, released once with the task (or None)."""
+    """One parked thread's mailbox: the item (None: end) and the latch that hands it over."""
 
-    __slots__ = ("_lock", "item")
+    __slots__ = ("given", "item")
 
     def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
-        self._lock.acquire()
+        self.given = Latch()
         self.item: T | None = None
 
     def give(self, item: T | None) -> None:
         self.item = item
-        self._lock.release()
-
-    def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)
+        self.given.open()
 
 
 class Workers(Generic[T]):
@@ -93,11 +90,11 @@ class Workers(Generic[T]):
             if self._stopped or len(self._parked) >= self._max_parked():
                 return None
             self._parked.append(slot)
-        if slot.wait(self._park_seconds):
+        if slot.given.wait(self._park_seconds):
             return slot.item
         with self._lock:
             if slot in self._parked:  # nobody took it: end
                 self._parked.remove(slot)
                 return None
-        slot.wait(-1)  # taken just as the wait timed out: its item is on the way
+        slot.given.wait()  # taken just as the wait timed out: its item is on the way
         return slot.item

@@ -47,6 +47,5 @@ def put_source_state_in(conn: sqlite3.Connection, name: str, state: dict[str, An
     """The upsert, inside the caller's transaction (a task's finish carries its source's)."""
     values = dict(state)
     values["paused"] = int(bool(values["paused"]))
-    starts = values["starts"]
-    values["starts"] = json.dumps(starts) if starts else "[]"
+    values["starts"] = json.dumps(values["starts"])
     conn.execute(_UPSERT, (name, *(values[c] for c in SOURCE_COLUMNS)))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from syncd.core.errors import StoreError
+from syncd.core.latch import Latch
 from syncd.core.models import ErrorCode
 from syncd.store.rows import store_error
 
@@ -34,30 +35,6 @@ _SHORTEN_AFTER_MS = 50  # a batch older than this takes its wait off busy_timeou
 POST_GATHER_SECONDS = 0.05
 
 
-class _Answer:
-    """Set once by the writer, waited for by the one caller: a bare lock, because an Event
-    (a Condition and two locks, in Python) per write was a measurable share of a task."""
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
-        self._lock.acquire()
-        self._set = False
-
-    def set(self) -> None:
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self) -> None:
-        self._lock.acquire()
-        self._lock.release()
-
-
 class _Job(Generic[T]):
     __slots__ = ("detached", "durable", "error", "fn", "queued_at", "ready", "result", "what")
 
@@ -69,7 +46,7 @@ class _Job(Generic[T]):
         self.fn = fn
         self.durable = durable
         self.queued_at = time.monotonic()
-        self.ready = _Answer()
+        self.ready = Latch()  # opened once committed (or failed)
         self.result: T | None = None
         self.error: BaseException | None = None
 
@@ -84,7 +61,7 @@ class _Job(Generic[T]):
         if self.detached and error is exc:
             log.warning("store %s: %s failed: %s", path, self.what, exc)
         self.error = error
-        self.ready.set()
+        self.ready.open()
 
 
 class GroupWriter:
@@ -139,8 +116,7 @@ class GroupWriter:
 
     def _put(self, job: _Job[T]) -> _Job[T]:
         with self._cond:
-            if self._stopping:
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            self._check_open()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
                 self._thread.start()
@@ -154,24 +130,31 @@ class GroupWriter:
         """The batch to run in the caller's thread (posted writes queued so far, then
         `job`) when nothing runs and nobody else waits; None: queue it for the writer."""
         with self._cond:
-            if self._stopping:
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            self._check_open()
             if self._busy or self._awaited:
                 return None
             self._busy = True
             posted = [self._queue.popleft() for _ in range(min(MAX_BATCH - 1, len(self._queue)))]
         return [*posted, job]
 
+    def _check_open(self) -> None:
+        """Caller holds `_cond`."""
+        if self._stopping:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
     def _run_here(self, jobs: list[_Job[Any]]) -> None:
         try:
             self._run_batch(jobs)
         finally:
-            with self._cond:
-                self._busy = False
-                # The writer, for what queued meanwhile (posted writes only if it has no
-                # time to wake by itself), and stop().
-                if self._stopping or self._awaited or (self._queue and self._wake_at is None):
-                    self._cond.notify_all()
+            self._batch_done()
+
+    def _batch_done(self) -> None:
+        """The connection is free: wake the writer thread for what queued meanwhile (posted
+        writes only if it has no time to wake by itself), and stop()."""
+        with self._cond:
+            self._busy = False
+            if self._stopping or self._awaited or (self._queue and self._wake_at is None):
+                self._cond.notify_all()
 
     def pending(self) -> int:
         """Closures queued and not yet taken into a batch (tests watch a batch gather)."""
@@ -212,10 +195,7 @@ class GroupWriter:
             try:
                 self._run_batch(jobs)
             finally:
-                with self._cond:
-                    self._busy = False
-                    if self._stopping:
-                        self._cond.notify_all()  # stop() waits for the connection to be free
+                self._batch_done()
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
         self._in_batch = _thread.get_ident()
@@ -224,7 +204,7 @@ class GroupWriter:
         except BaseException as exc:  # a bug here must not leave callers waiting
             log.exception("store %s: group write failed", self._path)
             for job in jobs:
-                if not job.ready.is_set():
+                if not job.ready.is_open():
                     job.fail(exc, self._path)
         finally:
             self._in_batch = None
@@ -277,7 +257,7 @@ class GroupWriter:
             return self._transaction(jobs, durable, committed)
         finally:
             for job in committed:  # answered only now: committed, and the connection reset
-                job.ready.set()
+                job.ready.open()
 
     def _transaction(
         self, jobs: list[_Job[Any]], durable: bool, committed: list[_Job[Any]]
