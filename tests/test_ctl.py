@@ -405,6 +405,14 @@ def test_submit_says_started_when_its_task_took_a_free_slot(fake: FakeDaemon) ->
     assert result.stdout == "started task 812 (hubspot.contacts)\n"
 
 
+def test_schedule_run_says_started_when_its_task_took_a_free_slot(fake: FakeDaemon) -> None:
+    outcome = {"kind": "queued", "task_id": 812, "at": "2025-09-29T15:00Z", "started": True}
+    fake.results["schedule_run"] = {"outcome": outcome}
+    result = run(fake, "schedule", "run", "hs")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "hs: started task 812\n"
+
+
 def test_submit_coalesced(fake: FakeDaemon) -> None:
     fake.results["submit"] = {"task": dict(T, route="all", sync_type="deals"), "coalesced": True}
     result = run(fake, "submit", "hubspot", "deals")

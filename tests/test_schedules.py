@@ -36,15 +36,16 @@ class FakePool:
         self.active: tuple[int, str] | None = None
         self.fail: SyncdError | None = None
         self.next_id = 100
+        self.how = "queued"  # how a fire's task goes in: "queued", "started", "coalesced"
 
     def submit_for_schedule(
         self, schedule: Schedule, last_fire: str | None = None
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, str]:
         if self.fail is not None:
             raise self.fail
         self.fired.append(self.clock.now())
         self.next_id += 1
-        return self.next_id, False
+        return self.next_id, self.how
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None:
         return self.active
@@ -60,13 +61,13 @@ class StorePool:
         self.store = store
         self.cancelled: list[int] = []
 
-    def submit_for_schedule(self, s: Schedule, last_fire: str | None = None) -> tuple[int, bool]:
+    def submit_for_schedule(self, s: Schedule, last_fire: str | None = None) -> tuple[int, str]:
         new = NewTask(
             s.source, s.sync_type, s.sync_type, ["true"], dict(s.params), 5, f"schedule:{s.name}"
         )
         state = None if last_fire is None else (s.name, {"last_fire": last_fire})
         [(task, coalesced)] = self.store.enqueue_many([(new, False)], schedule_state=state)
-        return task.id, coalesced
+        return task.id, "coalesced" if coalesced else "queued"
 
     def active_task(self, s: Schedule) -> tuple[int, str] | None:
         task = self.store.active_for(s.source, s.sync_type, dict(s.params))
@@ -450,6 +451,20 @@ def test_run_now_honours_overlap_and_does_not_move_last_fire(store, pool, clock)
     with pytest.raises(SyncdError) as err:
         s.run_now("nope")
     assert err.value.code is ErrorCode.UNKNOWN_SCHEDULE
+
+
+def test_a_fire_whose_task_took_a_free_slot_says_it_started(store, pool, clock):
+    s = start(store, pool, clock)
+    pool.how = "started"
+    out = s.run_now("crm-contacts")
+    assert (out.kind, out.started) == ("queued", True)
+    assert out.to_dict()["started"] is True
+    assert outcome(store)["started"] is True  # persisted: `syncctl schedules` says it too
+    assert s.describe()[0]["last_outcome"]["started"] is True
+    pool.how = "coalesced"
+    out = s.run_now("crm-contacts")
+    assert (out.kind, out.started) == ("coalesced", False)
+    assert "started" not in out.to_dict()
 
 
 def test_run_now_reports_a_failing_submit(store, pool, clock):

@@ -320,7 +320,8 @@ def outcome_text(o: Row | None) -> str:
     if not o:
         return "-"
     task = f" task {o['task_id']}" if o.get("task_id") is not None else ""
-    return f"{o.get('kind')}{task}"
+    kind = "started" if o.get("kind") == "queued" and o.get("started") else o.get("kind")
+    return f"{kind}{task}"
 
 
 def schedules_table(result: Row) -> str:

@@ -63,7 +63,7 @@ class SchedulePoolAdapter:
 
     def submit_for_schedule(
         self, schedule: Schedule, last_fire: str | None = None
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, str]:
         new = self.d.tasks.request(
             schedule.source,
             schedule.sync_type,
@@ -74,7 +74,9 @@ class SchedulePoolAdapter:
         )
         state = None if last_fire is None else (schedule.name, {"last_fire": last_fire})
         task, coalesced = self.d.tasks.submit(new, schedule_state=state)
-        return task.id, coalesced
+        if coalesced:
+            return task.id, "coalesced"
+        return task.id, "started" if task.status is Status.RUNNING else "queued"
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None:
         new = self.d.tasks.request(

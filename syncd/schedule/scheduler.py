@@ -62,9 +62,11 @@ RESERVED_PREFIX = "@"
 class SchedulePool(Protocol):
     def submit_for_schedule(
         self, schedule: Schedule, last_fire: str | None = None
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, str]:
         """Queue the schedule's task; `last_fire` (the slot) commits in the same
-        transaction, so a crash can never keep the task and lose the slot."""
+        transaction, so a crash can never keep the task and lose the slot. Returns the
+        task's id and how it went in: "queued", "started" (it took a free slot in that
+        same commit) or "coalesced"."""
 
     def active_task(self, schedule: Schedule) -> tuple[int, str] | None: ...
 
@@ -81,6 +83,7 @@ class Outcome:
     slot: str | None  # ISO UTC cron slot it was for; None for `schedule run`
     reason: str | None = None
     error: str | None = None
+    started: bool = False  # queued into a free slot: it was running when the fire returned
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -93,6 +96,8 @@ class Outcome:
             out["reason"] = self.reason
         if self.error is not None:
             out["error"] = self.error
+        if self.started:
+            out["started"] = True
         return out
 
 
@@ -297,7 +302,9 @@ class Scheduler:
         else:
             try:
                 kind, task_id, reason = self._submit(s, slot_text)
-                outcome = Outcome(kind, task_id, at, slot_text, reason=reason)
+                started = kind == "started"
+                kind = "queued" if started else kind
+                outcome = Outcome(kind, task_id, at, slot_text, reason=reason, started=started)
             except SyncdError as exc:
                 failure = exc
             except Exception as exc:
@@ -320,8 +327,8 @@ class Scheduler:
             if active is not None and active[1] == "running":
                 self._pool.cancel_task(active[0])
                 reason = f"replaced running task {active[0]}"
-        task_id, coalesced = self._pool.submit_for_schedule(s, slot)
-        return ("coalesced" if coalesced else "queued"), task_id, reason
+        task_id, how = self._pool.submit_for_schedule(s, slot)
+        return how, task_id, reason
 
     def _record(self, s: Schedule, outcome: Outcome, slot: datetime | None) -> None:
         """Memory first (never fire a slot twice in this process), then the store."""
@@ -427,7 +434,7 @@ class Scheduler:
         state = self._states.get(s.name, _State())
         outcome = None
         if state.outcome is not None:
-            keep = ("kind", "task_id", "at", "reason", "error")
+            keep = ("kind", "task_id", "at", "reason", "error", "started")
             outcome = {k: state.outcome.get(k) for k in keep if k in state.outcome}
             for key in ("kind", "task_id", "at"):
                 outcome.setdefault(key, None)

@@ -6,6 +6,7 @@ import pytest
 
 from syncd.core.clock import parse_iso
 from tests.helpers.daemon import wait_for
+from tests.helpers.system import syncctl
 
 EVERY_MINUTE = [
     {
@@ -29,6 +30,24 @@ def test_schedule_run_goes_through_the_pool(make_daemon):
     assert [t["id"] for t in hist] == [task["id"]]
     rows = {s["name"]: s for s in d.call("schedules")["schedules"]}
     assert rows["alpha-a1"]["next_fire"] is not None
+
+
+def test_schedule_run_says_whether_its_task_started_or_waits(make_daemon):
+    yearly = {"name": "yearly", "cron": "0 0 1 1 *", "source": "alpha", "sync_type": "a1"}
+    d = make_daemon(schedules=[yearly])
+    d.call("pause")  # no slot may take it: it waits
+    out = syncctl(d, "schedule", "run", "yearly")
+    assert out.returncode == 0, out.stderr
+    waiting = d.call("list", status=["queued"])["tasks"][0]["id"]
+    assert out.stdout == f"yearly: queued task {waiting}\n"
+    d.call("cancel", ids=[waiting])
+    d.call("resume")  # a free slot takes it in the fire's own commit
+    out = syncctl(d, "schedule", "run", "yearly")
+    assert out.returncode == 0, out.stderr
+    started = d.call("schedules")["schedules"][0]["last_outcome"]
+    assert started["started"] is True and started["kind"] == "queued"
+    assert out.stdout == f"yearly: started task {started['task_id']}\n"
+    assert d.wait_status(started["task_id"], {"completed"})["started_at"] is not None
 
 
 def test_unknown_schedule_is_a_clear_error(make_daemon):

@@ -116,3 +116,19 @@ def test_a_page_says_when_the_daemon_is_down(client: Any) -> None:
     assert r.status_code == 503 and "Daemon unreachable" in r.text and "no such socket" in r.text
     assert c.get("/healthz").json()["daemon"] == "down"
     assert c.get("/events?page=nonsense").status_code == 400
+
+
+def test_the_schedules_page_says_started_for_a_fire_that_took_a_free_slot(client: Any) -> None:
+    c, web = client
+    at = "2026-12-04T02:00:00Z"
+    rows = [
+        {"name": name, "cron": "0 * * * *", "timezone": "UTC", "source": "alpha",
+         "sync_type": "a1", "overlap": "skip", "enabled": True, "paused": False,
+         "next_fire": at, "last_fire": at,
+         "last_outcome": {"kind": "queued", "task_id": task_id, "at": at, **extra}}
+        for name, task_id, extra in (("ran", 7, {"started": True}), ("waits", 8, {}))
+    ]  # fmt: skip
+    web.link.call = lambda op, **args: {"schedules": rows} if op == "schedules" else {}
+    page = c.get("/schedules").text
+    assert '<span class="oc oc-queued">started</span> <a href="/tasks/7">task 7</a>' in page
+    assert '<span class="oc oc-queued">queued</span> <a href="/tasks/8">task 8</a>' in page
