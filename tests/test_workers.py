@@ -102,3 +102,26 @@ def test_stop_ends_the_parked_threads_and_parks_no_more() -> None:
         assert not thread.is_alive()
     assert rec.ran["b"] == parked.ident
     assert pool.parked() == 0
+
+
+def test_lowering_the_bound_ends_the_threads_parked_beyond_it_at_once() -> None:
+    rec = Recorder()
+    bound = [3]
+    pool: Workers[str] = Workers(rec, lambda: bound[0], name=lambda item: f"w-{item}")
+    try:
+        gates = {item: threading.Event() for item in ("a", "b", "c")}
+        rec.gates.update(gates)
+        for item in gates:  # all three running at once: three threads
+            pool.launch(item)
+        for gate in gates.values():
+            gate.set()
+        wait_until(lambda: pool.parked() == 3, "three threads to park")
+        assert len(rec.threads) == 3
+        bound[0] = 1
+        pool.trim()
+        assert pool.parked() == 1
+        wait_until(lambda: sum(t.is_alive() for t in rec.threads) == 1, "two threads to end")
+        assert pool.hand_off("d") is True  # the one left still takes work
+        wait_until(lambda: "d" in rec.ran, "d to run")
+    finally:
+        pool.stop()

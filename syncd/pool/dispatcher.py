@@ -165,6 +165,7 @@ class Dispatcher:
             self.store.set_setting("max_workers", None if value is None else str(value))
             with self.cond:
                 self._max_workers_override = value
+        self.workers.trim()  # lowered: threads parked beyond it end now
         self._changed("pool")
 
     def set_paused(self, paused: bool) -> None:

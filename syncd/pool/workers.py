@@ -70,6 +70,15 @@ class Workers(Generic[T]):
         with self._lock:
             return len(self._parked)
 
+    def trim(self) -> None:
+        """End the parked threads beyond `max_parked()` (it was lowered): they would
+        otherwise wait out their park time for nothing."""
+        with self._lock:
+            extra = max(0, len(self._parked) - self._max_parked())
+            ending, self._parked = self._parked[:extra], self._parked[extra:]
+        for slot in ending:
+            slot.give(None)
+
     def stop(self) -> None:
         """Parked threads end; threads running a chain end with it."""
         with self._lock:
