@@ -5,6 +5,7 @@ Real store, real dispatcher, real children; no daemon around them."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from syncd.core.errors import StoreError
 from syncd.core.models import ErrorCode, Status
 from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.sources import HALF_OPEN
 from syncd.store.facade import Store
 from tests.helpers.pool import make, submit, wait_until
 
@@ -139,6 +141,46 @@ def test_a_claim_that_fails_inside_the_submit_undoes_the_submit_and_the_admissio
     assert d.tick() == [task.id]
     gate.touch()
     assert final(d, task.id) is Status.COMPLETED
+
+
+@pytest.mark.parametrize(
+    "protection",
+    ["breaker = { failures = 1, cooldown_minutes = 1 }", 'rate = "1/hour"'],
+    ids=["half-open probe", "rate window"],
+)
+def test_a_claim_whose_commit_fails_takes_back_what_it_did_to_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protection: str
+) -> None:
+    """The claim made the task the half-open source's probe, or counted it in the rate
+    window, then its commit failed: the task never started, so neither may stay (a probe
+    that never runs held its source until a restart; a phantom start used up the hour)."""
+    d = make(tmp_path, f"[sources.src]\n{protection}\n", max_workers=2)
+    if "breaker" in protection:
+        d.sources.state("src").breaker = HALF_OPEN
+    real = d.store._writer.commit
+    fail = [True]
+
+    def commit(conn: Any) -> None:
+        if fail.pop() if fail else False:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(conn)
+
+    monkeypatch.setattr(d.store._writer, "commit", commit)
+    with d.cond:
+        d.woken()  # forget earlier wakes: the undo's own is asserted below
+    with pytest.raises(StoreError, match="full"):
+        submit(d, "ok", start=True)
+    state = d.sources.state("src")
+    assert (state.probe, state.starts) == (None, [])
+    with d.cond:
+        assert d.running == {}
+        assert d.woken()  # claims made meanwhile saw the slot taken: the loop looks again
+    task, _ = submit(d, "ok", start=True)  # the client's retry
+    assert task.status is Status.RUNNING
+    assert len(d.sources.state("src").starts) == ("rate" in protection)
+    assert d.tick() == [task.id]
+    assert final(d, task.id) is Status.COMPLETED
+    assert d.stop(timeout=20)
 
 
 def test_a_task_claimed_by_a_submit_during_a_stop_is_started_and_its_end_recorded(

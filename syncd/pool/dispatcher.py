@@ -32,7 +32,7 @@ from syncd.pool import slots
 from syncd.pool.announce import Announcer
 from syncd.pool.policy import Outcome, decide
 from syncd.pool.running import RunningTask
-from syncd.pool.sources import Sources
+from syncd.pool.sources import Sources, Start
 from syncd.pool.supervise import (
     KILL_SHUTDOWN,
     run_child,
@@ -56,12 +56,19 @@ class _Claim:
     admitted: RunningTask | None = None  # the task claimed and given a slot
     finished: RunningTask | None = None  # the task whose finish freed the slot
     queue_empty: bool = False  # nothing was left queued to take the freed slot
+    start: Start | None = None  # what the claim changed in its source's state
 
     def undo(self, pool: Dispatcher) -> None:
         """Caller holds `cond`."""
+        if self.start is not None:  # else a probe that never ran holds its source for good
+            pool.sources.unstarted(self.start)
+            self.start = None
         if self.admitted is not None:
             pool.running.pop(self.admitted.task.id, None)
             self.admitted = None
+            # Claims made meanwhile saw this slot taken, and stop() may wait for `running`
+            # to empty: both must look again.
+            pool._waker.wake_held()
         if self.finished is not None:
             pool.running[self.finished.task.id] = self.finished
             self.finished = None
@@ -287,7 +294,8 @@ class Dispatcher:
                 nothing_left = pick is not None and claimed is None
                 box.queue_empty = nothing_left and self.store.queued_in(conn) == 0
             if claimed is not None:
-                self.sources.started(claimed, parse_iso(claimed.started_at) or self.clock.now())
+                at = parse_iso(claimed.started_at) or self.clock.now()
+                box.start = self.sources.started(claimed, at)
                 box.admitted = self._admit(claimed)
             return claimed
 

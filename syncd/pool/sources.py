@@ -39,6 +39,17 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 STATE_WORDS = ("ok", "paused", "throttled", "open", "half_open")  # a source's state, as shown
 
 
+@dataclass(frozen=True)
+class Start:
+    """What `Sources.started` changed, for a claim rolled back with its transaction to take
+    back: the start it added to the rate window, and whether it made the task the probe."""
+
+    source: str
+    task_id: int
+    at: datetime | None
+    probe: bool
+
+
 @dataclass
 class SourceState:
     """One source's protection state; datetimes are UTC wall time (they survive restarts)."""
@@ -215,26 +226,43 @@ class Sources:
             return min(future) if future else None
 
     # -- changes from the pool ------------------------------------------------------------
-    def started(self, task: Task, now: datetime) -> None:
+    def started(self, task: Task, now: datetime) -> Start | None:
         """A task of the source started: it counts in the rate window; on a half-open
-        breaker it is the probe."""
+        breaker it is the probe. Returns what changed (None: nothing), which `unstarted`
+        takes back if the claim's transaction is rolled back."""
         src = self.config(task.source)
         with self.lock:
             st = self.states.get(task.source)
             rated = src is not None and src.rate is not None
             if not rated and (st is None or st.breaker != HALF_OPEN):
-                return
+                return None
             st = self.state(task.source)
             if rated:
                 assert src is not None and src.rate is not None
                 inside = self.window(task.source, now)
                 st.starts = [*self._trim(inside, src.rate.count - 1), now]  # a new list
-            if st.breaker == HALF_OPEN and st.probe is None:
+            probe = st.breaker == HALF_OPEN and st.probe is None
+            if probe:
                 st.probe = task.id
                 self._changed(task.source, st, f"source {task.source} half-open: task {task.id}"
                               " is its probe")  # fmt: skip
             else:
                 self._save(task.source, st)
+            return Start(task.source, task.id, now if rated else None, probe)
+
+    def unstarted(self, start: Start) -> None:
+        """Take back a start whose claim was rolled back: the task is queued again, so it
+        must neither hold the half-open source as its probe nor use up the rate window.
+        Only what that start added goes (other claims may have changed the state since);
+        the rolled-back transaction took its saved row with it."""
+        with self.lock:
+            st = self.states.get(start.source)
+            if st is None:
+                return
+            if start.at is not None:
+                st.starts = [t for t in st.starts if t is not start.at]
+            if start.probe and st.probe == start.task_id:
+                st.probe = None
 
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
