@@ -177,6 +177,42 @@ def test_a_write_that_fills_the_disk_fails_alone(store: Store) -> None:
     assert store.quick_check() == "ok"
 
 
+def test_a_write_that_catches_a_full_disk_itself_still_fails_alone(store: Store) -> None:
+    """SQLite may roll the whole transaction back on a full disk, under a write that
+    catches the error itself (a best-effort save inside a claim): the writes after it must
+    not each commit on their own outside the batch, and none of their callers may be told
+    they failed while their rows are on disk."""
+    gate = Gate(store)
+
+    def swallows(conn: sqlite3.Connection) -> None:
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+        try:
+            rows = [(f"k{i}", "y" * 3000) for i in range(20)]
+            conn.executemany("INSERT INTO settings (name, value) VALUES (?, ?)", rows)
+        except sqlite3.Error:
+            pass  # logged and forgotten, as a best-effort write would
+        finally:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+
+    calls: dict[str, Callable[[], Any]] = {
+        "first": lambda: store.enqueue(new("a")),
+        "before": lambda: store.enqueue(new("b")),
+        "swallows": lambda: store._group("swallows", swallows),
+        "after": lambda: store.enqueue(new("c")),
+    }
+    out = gathered(store, gate, calls)
+    assert isinstance(out["swallows"], StoreError), out["swallows"]
+    assert out["swallows"].code is ErrorCode.STORAGE_ERROR
+    assert "rolled back the transaction during swallows" in out["swallows"].message
+    for key in ("first", "before", "after"):
+        assert isinstance(out[key], tuple), (key, out[key])
+        assert store.get(out[key][0].id) == out[key][0]
+    assert store.counts()["queued"] == 3
+    assert [s for s in gate.sql if s == "COMMIT"] == ["COMMIT", "COMMIT"]  # no stray commit
+    assert store.get_setting("k0") is None
+
+
 def test_no_caller_returns_before_the_commit_holding_its_write(tmp_path: Path) -> None:
     """Commits are slowed down; each caller, as soon as it returns, looks for its row from
     another connection, which sees committed data only."""

@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH = 256  # closures per transaction: bounds how long one commit keeps the others
 _SHORTEN_AFTER_MS = 50  # a batch older than this takes its wait off busy_timeout
+# A write that returned with the transaction gone: SQLite rolled it back (a full disk, an I/O
+# error) under a write that caught the error itself. The writes after it would otherwise
+# each commit on their own, outside the batch, and its callers be told they failed.
+_LOST_TRANSACTION = (
+    "the database rolled back the transaction during %s (a full disk or an I/O error); "
+    "nothing of it was written"
+)
 # A posted write (a pid, a progress line) waits this long for a write someone waits on, and
 # rides in its transaction: a short task's pid record and its finish are one commit, not two.
 POST_GATHER_SECONDS = 0.05
@@ -276,6 +283,8 @@ class GroupWriter:
             for i, job in enumerate(jobs):
                 try:
                     job.result = job.fn(conn)
+                    if not conn.in_transaction:
+                        raise StoreError(ErrorCode.STORAGE_ERROR, _LOST_TRANSACTION % job.what)
                 except BaseException as exc:
                     # No savepoint per write (two statements each, a measurable share of a
                     # batch): a failing write undoes the whole transaction, gets its own
