@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from syncd.pool.waker import Waker
 
 DEADLINE = 20.0
@@ -69,3 +71,44 @@ def test_a_wake_while_nobody_waits_is_kept_until_the_loop_takes_it() -> None:
         assert not waker.take()  # taken once
         waker.wake_held()
         assert waker.take()
+
+
+def test_a_wake_that_cannot_start_its_helper_thread_stays_pending_and_never_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers wake the loop right after a commit that claimed tasks: an exception there
+    (no threads left to start) stranded those tasks. The wake is kept for the loop's
+    next turn instead, and the next wake starts the helper again."""
+    cond = threading.Condition()
+    waker = Waker(cond, idle=0.01)
+    go, done = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def caller() -> None:  # started before Thread.start breaks
+        assert go.wait(DEADLINE)
+        try:
+            waker.wake()
+        except BaseException as exc:
+            failures.append(exc)
+        done.set()
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    t = threading.Thread(target=caller)
+    t.start()
+    with cond:  # held: the caller's wake() must hand the notify to a helper thread
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        go.set()
+        assert done.wait(DEADLINE)
+        monkeypatch.undo()
+        assert failures == [] and waker._thread is None
+        assert waker.take()  # the loop still sees the wake before it waits
+        again = threading.Thread(target=waker.wake)
+        again.start()
+        again.join(DEADLINE)
+        helper = waker._thread
+        assert helper is not None
+    t.join(DEADLINE)
+    helper.join(DEADLINE)
+    assert not helper.is_alive()

@@ -5,7 +5,10 @@ lock is taken, the wake is handed to a small thread that notifies as soon as it 
 
 from __future__ import annotations
 
+import logging
 import threading
+
+log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 5.0  # the thread ends after this long without a wake to deliver
 
@@ -38,6 +41,9 @@ class Waker:
         self._cond.notify_all()
 
     def wake(self) -> None:
+        """Never raises: callers wake the loop right after a commit, and an exception
+        there stranded the tasks that commit had claimed. If the helper cannot start (no
+        threads left), the wake stays pending and the loop takes it at its next turn."""
         self._pending = True  # before the notify: a loop about to wait sees one or the other
         if self._cond.acquire(blocking=False):
             try:
@@ -48,9 +54,14 @@ class Waker:
         self._asked.set()
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="dispatch-waker")
-                self._thread.daemon = True
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="dispatch-waker", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # can't start new thread
+                    log.warning("cannot start the dispatch-waker thread (%s); the loop "
+                                "takes the wake at its next turn", exc)  # fmt: skip
+                    return
+                self._thread = thread
 
     def _run(self) -> None:
         while True:
