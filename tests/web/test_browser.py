@@ -19,7 +19,11 @@ XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
 def wait(driver: Any) -> WebDriverWait:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1)
+    """A live update swaps a section while a condition reads it (the element it found goes
+    stale): the condition is then simply tried again, as after a missing element."""
+    return WebDriverWait(
+        driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def click(driver: Any, xpath: str) -> None:
@@ -53,13 +57,13 @@ def test_overview_updates_live_without_a_reload(site) -> None:
     d = stack.daemon
     driver.get(stack.web.url)
     wait(driver).until(lambda drv: section_text(drv, "conn") == "live")
-    assert "AVAILABLE" in section_text(driver, "pool").upper()
+    wait(driver).until(lambda drv: "AVAILABLE" in section_text(drv, "pool").upper())
     driver.execute_script("window.__same_page = true")  # gone if the page reloads
     d.call("pause")
     task = d.call("submit", source="beta", sync_type="b1", params={"sleep": "0"})["task"]
     wait(driver).until(lambda drv: "Paused." in section_text(drv, "pool"))
     wait(driver).until(lambda drv: f"{task['id']}" in section_text(drv, "queue"))
-    assert "paused" in section_text(driver, "queue")  # the explain reason, in words
+    wait(driver).until(lambda drv: "paused" in section_text(drv, "queue"))  # the reason, in words
     d.call("resume")
     wait(driver).until(lambda drv: "Paused." not in section_text(drv, "pool"))
     d.wait_status(task["id"], {"completed"})
@@ -81,7 +85,8 @@ def test_hostile_params_render_as_text(site) -> None:
             with pytest.raises(NoAlertPresentException):
                 driver.switch_to.alert.text  # noqa: B018
             assert driver.find_elements(By.CSS_SELECTOR, "main img, main script") == []
-        assert XSS in driver.find_element(By.CSS_SELECTOR, "table.fields").text
+        fields = (By.CSS_SELECTOR, "table.fields")
+        wait(driver).until(lambda drv: XSS in drv.find_element(*fields).text)
     finally:
         d.call("cancel", ids=[task["id"]])
         d.call("resume")
