@@ -5,6 +5,7 @@ transitions, throttle and pause, state reloaded as a restart would, the one elig
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,14 +17,16 @@ from syncd.config.load import loads_config
 from syncd.config.model import Breaker, ConfigError, Rate, Source
 from syncd.config.routing import RouteTable
 from syncd.core.clock import FakeClock, iso
+from syncd.core.errors import StoreError
 from syncd.core.events import EventBus
-from syncd.core.models import NewTask, Status, Task
+from syncd.core.models import ErrorCode, NewTask, Status, Task
 from syncd.pool import slots
 from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.policy import Outcome, exit_outcome
 from syncd.pool.sources import Sources
+from syncd.store import sources as rows
 from syncd.store.facade import Store
-from syncd.store.requests import Pick
+from syncd.store.requests import Ending, Pick
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=timezone.utc)
 
@@ -359,3 +362,46 @@ def test_a_reload_reports_a_changed_rate_or_breaker(tmp_path: Path) -> None:
     )  # fmt: skip
     assert diff_configs(old, again)["changed"] == ["source crm"]
     assert diff_configs(old, old)["changed"] == []
+
+
+def test_an_operators_change_is_acknowledged_only_once_written(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`source pause` on a full disk: the operator is told it was not saved (it is in
+    effect until a restart), never told it was when the write was lost."""
+    s = guard(store, clock, config(), EventBus())
+    real = rows.put_source_state_in
+
+    def full(conn: sqlite3.Connection, name: str, state: dict[str, object]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(rows, "put_source_state_in", full)
+    with pytest.raises(StoreError) as err:
+        s.pause("crm", None, "alice")
+    assert err.value.code is ErrorCode.STORAGE_ERROR
+    assert s.state("crm").paused  # in effect meanwhile
+    assert "crm" not in store.source_states()
+    monkeypatch.setattr(rows, "put_source_state_in", real)
+    s.pause("crm", None, "alice")  # the operator's retry
+    assert store.source_states()["crm"]["paused"] is True
+
+
+def test_a_finish_writes_its_sources_state_as_it_is_when_it_commits(
+    store: Store, clock: FakeClock
+) -> None:
+    """A finish's state row is taken when its transaction runs, not when the task ended:
+    a change that committed in between (here a pause) is never put back."""
+    s = guard(store, clock, config(breaker=Breaker(5, 60)), EventBus())
+    queued = store.enqueue(NewTask("crm", "a", "a", ["x"], {}, 5, "manual"))[0]
+    running = store.transition(queued.id, Status.QUEUED, Status.RUNNING, started_at=iso(T0))
+    assert running is not None
+    s.finished(running, Status.FAILED, clock.now())
+    ending = Ending(
+        Status.FAILED, iso(clock.now()) or "", 1, "exit 1",
+        source_state=("crm", lambda: s.row("crm")),
+    )  # fmt: skip
+    s.pause("crm", None, "alice")  # committed before the finish's transaction runs
+    done, _, _ = store.finish_and_claim(running.id, ending)
+    assert done is not None
+    saved = store.source_states()["crm"]
+    assert (saved["paused"], saved["failures"]) == (True, 1)

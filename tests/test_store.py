@@ -448,7 +448,7 @@ task_id = int(sys.argv[2])
 end = dict(finished_at="2025-01-01T00:00:00.000000Z", exit_code=1, error="exit 1",
            retry=NewTask("s", "t", "r", ["x"], {}, 5, f"retry:{task_id}", attempt=2))
 if task_id and len(sys.argv) > 3:
-    state = ("s", SourceState(failures=1, last_failure=end["finished_at"]).row())
+    state = ("s", lambda: SourceState(failures=1, last_failure=end["finished_at"]).row())
     ending = Ending(Status.FAILED, **end, source_state=state)
     store.finish_and_claim(task_id, ending, Pick(sys.argv[3]), sys.argv[3])
 elif task_id:

@@ -430,10 +430,10 @@ class Dispatcher:
         outcome = Outcome(status, code, decision.error)
         progress = rt.child.log.progress if rt.child is not None else None
         self.apply_throttle(rt)
-        source_state = self.sources.finished(task, status, now, counts=decision.counts)
+        self.sources.finished(task, status, now, counts=decision.counts)
+        source_state = (task.source, lambda: self.sources.row(task.source))  # as it commits
         ending = Ending(status, iso(now) or "", code, decision.error, decision.retry,
-                        decision.requeue, progress, decision.defer,
-                        (task.source, source_state))  # fmt: skip
+                        decision.requeue, progress, decision.defer, source_state)  # fmt: skip
         box = _Claim()
 
         def write() -> tuple[Task | None, Task | None]:

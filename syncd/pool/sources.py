@@ -329,7 +329,7 @@ class Sources:
             st.pause_reason = f"paused by {by}"
             until = f" until {hhmm(st.paused_until)}" if st.paused_until else ""
             self._changed(name, st, f"source {name} paused{until} by {by}")
-        self.sync()
+        self._write_now(name)
         return st
 
     def resume(self, name: str, by: str) -> SourceState:
@@ -337,7 +337,7 @@ class Sources:
             st = self.state(name)
             st.paused, st.paused_until, st.pause_reason = False, None, None
             self._changed(name, st, f"source {name} resumed by {by}")
-        self.sync()
+        self._write_now(name)
         return st
 
     def reset(self, name: str, by: str) -> SourceState:
@@ -350,7 +350,7 @@ class Sources:
             self._changed(
                 name, st, f"source {name} reset by {by}: breaker closed, throttle cleared"
             )
-        self.sync()
+        self._write_now(name)
         return st
 
     # -- internals ------------------------------------------------------------------------
@@ -385,21 +385,29 @@ class Sources:
         except Exception:
             log.exception("publishing the state of source %s failed", name)
 
+    def row(self, name: str) -> dict[str, Any]:
+        """The source's state row as it is now (what a save writes when it commits)."""
+        with self.lock:
+            return self.state(name).row()
+
     def _save(self, name: str, st: SourceState) -> None:
         """Queue the row without waiting (called under `lock`, which the store's writer may
         need for a claim: waiting for the store here could deadlock). It commits with the
-        next transaction, a task's finish or `sync()`; from inside a claim's transaction it
-        joins it. A failure is logged, never raised: the pool goes on with the state in
-        memory, and the next change writes it all again."""
+        next transaction or a task's finish, as the state is then; from inside a claim's
+        transaction it joins it. A failure is logged, never raised: the pool goes on with
+        the state in memory, and the next change writes it all again."""
         try:
-            self.store.post_source_state(name, st.row())
+            self.store.post_source_state(name, lambda: self.row(name))
         except Exception as exc:  # a closing store
             log.warning("source %s: state not saved: %s", name, exc)
 
-    def sync(self) -> None:
-        """Wait until the saved states are durable (an operator's change is acknowledged
-        only then). Never under `lock`."""
+    def _write_now(self, name: str) -> None:
+        """An operator's change is acknowledged once durable: written now (never under
+        `lock`), and a failure raised to the operator. The change stays in effect in
+        memory; it is lost at a restart unless a later save lands."""
         try:
-            self.store.sync()
+            self.store.put_source_state(name, lambda: self.row(name))
         except SyncdError as exc:
-            log.warning("source states not saved: %s", exc.message)
+            log.warning("source %s: state not saved (in effect until a restart): %s",
+                        name, exc.message)  # fmt: skip
+            raise

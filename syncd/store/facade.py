@@ -222,7 +222,8 @@ class Store(Successes, SourceRows, Cancels):
 
         def write(conn: sqlite3.Connection) -> tuple[Task | None, Task | None, Task | None]:
             if ending.source_state is not None:
-                put_source_state_in(conn, *ending.source_state)
+                source, snapshot = ending.source_state
+                put_source_state_in(conn, source, snapshot())
             done, follow = self._finish_in(conn, task_id, ending)
             claimed = None if claim is None else claim(conn)
             failpoint("finish_before_commit")

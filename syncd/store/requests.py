@@ -4,7 +4,7 @@ ending of a running one (with its follow-up)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +87,8 @@ class Ending:
     requeue: NewTask | None = None
     progress: str | None = None  # the last progress line
     defer: NewTask | None = None
-    # (source, its protection state row) after this ending, committed with it
-    source_state: tuple[str, dict[str, Any]] | None = None
+    # (source, its protection state row as of the commit) written with this ending
+    source_state: tuple[str, Callable[[], dict[str, Any]]] | None = None
 
     def follow_up(self, task_id: int) -> NewTask | None:
         """The follow-up to queue with the finish, checked against the task it follows."""

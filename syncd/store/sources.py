@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from syncd.store.db import StoreBase
@@ -29,11 +30,18 @@ class SourceRows(StoreBase):
             out[row[0]] = values
         return out
 
-    def post_source_state(self, name: str, state: dict[str, Any]) -> None:
+    def post_source_state(self, name: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Queue a source's state row without waiting (it commits with the next transaction
         or within POST_GATHER_SECONDS; inside the writer's transaction it joins it): the
-        pool's locks are never held while waiting for the store. `sync()` waits for it."""
-        self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, state))
+        pool's locks are never held while waiting for the store. The row is `snapshot()`
+        taken when the write runs, so a save that commits late never puts back an older
+        state over a newer one."""
+        self._writer.post("source_state", lambda conn: put_source_state_in(conn, name, snapshot()))
+
+    def put_source_state(self, name: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Write a source's state row now, durably (an operator's change is acknowledged only
+        then); a failure raises."""
+        self._group("source_state", lambda conn: put_source_state_in(conn, name, snapshot()))
 
 
 _UPSERT = (
