@@ -4,6 +4,7 @@ real children, no daemon around them; interleavings are forced with events, neve
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -332,3 +333,46 @@ def test_a_dispatch_that_keeps_failing_does_not_stop_heartbeats_or_the_watchdog(
         daemon._stop.set()
         d.wake()
         loop.join(DEADLINE)
+
+
+# -- a cancel acknowledged while another kill is under way ---------------------------------
+STUBBORN = (
+    "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    " open(sys.argv[1], 'w').close(); time.sleep(600)"
+)
+
+
+@pytest.mark.parametrize("first", [KILL_TIMEOUT, "exit 1"])
+def test_a_cancel_acknowledged_during_another_kill_ends_cancelled_without_a_retry(
+    tmp_path: Path, first: str
+) -> None:
+    """The client is told "cancelled" (and a crash then would end it so): a timeout kill
+    still in its grace, or the task's own failing exit just before the cancel's kill
+    lands, must not end it failed and queue its retry behind the client's back."""
+    ready = tmp_path / "ready"
+    if first == KILL_TIMEOUT:
+        argv = [sys.executable, "-c", STUBBORN, str(ready)]
+    else:  # exits 1 once told to go (the cancel comes first, then the exit)
+        wait = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+        argv = [sys.executable, "-c", wait + "\nsys.exit(1)", str(ready)]
+    route = f"job = {{ argv = {json.dumps(argv)}, retries = 2 }}"
+    d = make(tmp_path, route, kill_grace_seconds=1.0)
+    task = submit(d, "job")
+    assert d.tick() == [task.id]
+    rt = d.running[task.id]
+    wait_until(lambda: rt.child is not None, "the spawn")
+    if first == KILL_TIMEOUT:
+        wait_until(ready.exists, "the child to ignore SIGTERM")
+        assert d.kill(task.id, KILL_TIMEOUT, "timeout after 1 min")  # in its grace now
+    else:
+        with d.cond:  # the cancel is acknowledged, but its signal has not landed yet
+            rt.cancel_requested = True
+        ready.touch()
+    if first == KILL_TIMEOUT:
+        cancelled, skipped = TaskService(d.store, d, d.clock).cancel([task.id])
+        assert (cancelled, skipped) == ([task.id], [])
+    done = final(d, task.id)
+    assert done.status is Status.CANCELLED, (done.status, done.error)
+    assert done.error is not None and done.error.startswith("cancelled")
+    assert d.store.tasks_with_status(Status.QUEUED) == []  # no retry
+    assert d.stop(DEADLINE)

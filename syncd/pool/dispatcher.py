@@ -34,6 +34,7 @@ from syncd.pool.policy import Outcome, decide
 from syncd.pool.running import RunningTask
 from syncd.pool.sources import Sources, Start
 from syncd.pool.supervise import (
+    KILL_CANCEL,
     KILL_SHUTDOWN,
     run_child,
 )
@@ -197,6 +198,8 @@ class Dispatcher:
             return True
 
     def _kill(self, rt: RunningTask, reason: str, detail: str | None = None) -> None:
+        if reason == KILL_CANCEL:  # acknowledged to the client: it wins over any other reason
+            rt.cancel_requested = True
         if rt.kill_reason is None:
             rt.kill_reason = reason
             rt.kill_detail = detail
@@ -417,6 +420,13 @@ class Dispatcher:
         any, get threads of their own)."""
         task = rt.task
         now = self.clock.now()
+        if rt.cancel_requested and outcome.status is not Status.COMPLETED:
+            # The client was told "cancelled" (and a restart would say so): a kill already
+            # under way (a timeout, a shutdown) or an exit of its own just before the cancel
+            # must not end it failed with a retry, or deferred, behind the client's back.
+            why = None if outcome.error in (None, "cancelled") else outcome.error
+            outcome = Outcome(Status.CANCELLED, outcome.exit_code,
+                              "cancelled" + (f" ({why})" if why else ""))  # fmt: skip
         decision = decide(
             task,
             rt.route,

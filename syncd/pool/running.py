@@ -27,6 +27,7 @@ class RunningTask:
     child: Child | None = None
     kill_reason: str | None = None
     kill_detail: str | None = None
+    cancel_requested: bool = False  # a cancel was acknowledged: it ends cancelled, no retry
     last_cpu: float = 0.0
     last_io: int = 0
     last_output: int = 0
