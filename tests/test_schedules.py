@@ -564,3 +564,30 @@ def test_downtime_in_one_process_is_still_told_from_a_busy_loop(store, pool, clo
     s.tick()
     assert pool.fired == []
     assert outcome(store)["kind"] == "missed"
+
+
+def test_a_reload_after_a_failed_save_does_not_fire_the_slot_again(store, pool, clock, monkeypatch):
+    """12:02 is skipped (its sync still runs) while the disk is full: the slot's state is
+    not saved. A reload must not read the older state back and fire 12:02 after all."""
+    s = start(store, pool, clock)
+    pool.active = (7, "running")
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise SyncdError(ErrorCode.STORAGE_ERROR, "database or disk is full")
+
+    monkeypatch.setattr(store, "put_schedule_state", full)
+    clock.advance(90)  # 12:02 is due: skipped, state not saved
+    s.tick()
+    assert pool.fired == [] and s.describe()[0]["last_outcome"]["kind"] == "skipped"
+    monkeypatch.undo()
+    pool.active = None
+    clock.advance(10)
+    s.update([sched()])  # SIGHUP
+    s.tick()
+    assert pool.fired == []  # 12:02 was handled once already
+    state = store.get_schedule_state("crm-contacts")
+    assert state is not None and state["last_fire"] == iso(utc(2026, 1, 5, 12, 2))  # saved now
+    assert state["last_outcome"]["kind"] == "skipped"
+    clock.advance(120)  # 12:04 fires as usual
+    s.tick()
+    assert len(pool.fired) == 1

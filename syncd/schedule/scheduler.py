@@ -197,6 +197,13 @@ class Scheduler:
             for name in self._entries:
                 row = self._store.get_schedule_state(name)
                 last = parse_iso(row["last_fire"]) if row else None
+                outcome = row["last_outcome"] if row else None
+                known = self._states.get(name)  # a reload: this process's state
+                if known and known.last_fire and (last is None or known.last_fire > last):
+                    # A save of it failed (a full disk): the store is behind. Reloading it
+                    # would fire the slots since again; keep ours and try the save again.
+                    last, outcome = known.last_fire, known.outcome
+                    self._persist(name, last_fire=iso(last), last_outcome=outcome)
                 if last is None:
                     self._store.put_schedule_state(name, last_fire=iso(now))
                     last = now
@@ -205,7 +212,7 @@ class Scheduler:
                     last_fire=last,
                     paused=bool(row and row["paused"]),
                     paused_at=row["paused_at"] if row else None,
-                    outcome=row["last_outcome"] if row else None,
+                    outcome=outcome,
                 )
 
     def update(self, schedules: Sequence[Schedule]) -> None:
