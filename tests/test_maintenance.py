@@ -228,3 +228,33 @@ def test_maintenance_runs_on_its_own_thread_until_stopped(store, clock, log_dir)
     assert "maintenance" in names
     m.stop()
     assert "maintenance" not in [t.name for t in threading.enumerate()]
+
+
+def test_prune_keeps_the_last_success_of_every_params_set_of_a_watermark_route(
+    store, clock, log_dir
+):
+    """Tenant a's only success is older than history_days while tenant b runs daily: the
+    floor per route is met by b, but a's next run takes its watermark from its own last
+    success, so that row stays (a route without watermarks keeps only the floor)."""
+
+    def run(route: str, tenant: str, days_ago: float, watermark: bool = True) -> int:
+        params = {"tenant": tenant}
+        new = NewTask("crm", route, route, ["sync", "{last_success_started_at}"], params, 5,
+                      "manual")  # fmt: skip
+        task, _ = store.enqueue(new, allow_duplicate=True)
+        ended = iso(clock.now() - timedelta(days=days_ago))
+        assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at=ended)
+        if watermark:  # as a spawn records it
+            assert store.record_spawn_argv(task.id, ["sync", ended or ""], new.argv)
+        assert store.transition(task.id, Status.RUNNING, Status.COMPLETED, finished_at=ended)
+        return task.id
+
+    a_older, a_last = run("wm", "a", 41), run("wm", "a", 40)
+    b = [run("wm", "b", d) for d in (3, 2, 1)]
+    plain_a = run("plain", "a", 40, watermark=False)
+    plain_b = [run("plain", "b", d, watermark=False) for d in (3, 2, 1)]
+    result = maintenance(store, clock, log_dir).prune()
+    assert sorted(result.ids) == sorted([a_older, plain_a])
+    assert store.last_success("crm", "wm", {"tenant": "a"}) is not None
+    assert store.last_success("crm", "wm", {"tenant": "a"}).task_id == a_last
+    assert all(store.get(i) is not None for i in [a_last, *b, *plain_b])

@@ -96,14 +96,23 @@ def follow_up_exists(conn: sqlite3.Connection, trigger: str) -> bool:
 def prune_plan(
     conn: sqlite3.Connection, older_than: str, keep_completed: int, keep_failed: int
 ) -> tuple[list[int], int]:
-    """Finished tasks older than `older_than`, minus the newest completed/failed ones of
-    each (source, route): (ids to delete, how many old ones the floors keep)."""
+    """Finished tasks older than `older_than`, minus what the floors keep: the newest
+    completed/failed ones of each (source, route), and the last success of each params
+    set of a watermark route (the run that set its next watermark: without it the next
+    run starts from the route's default, a full re-sync). (ids to delete, how many old
+    ones the floors keep.)"""
     rows = conn.execute(
         """
-        SELECT id, status = 'completed' AND rn <= :kc OR status = 'failed' AND rn <= :kf
+        SELECT id, status = 'completed' AND (rn <= :kc OR wp = 1 AND wm)
+                   OR status = 'failed' AND rn <= :kf
         FROM (
-            SELECT id, status, finished_at, row_number() OVER (
-                PARTITION BY source, route, status ORDER BY finished_at DESC, id DESC) AS rn
+            SELECT id, status, finished_at,
+                row_number() OVER (PARTITION BY source, route, status
+                                   ORDER BY finished_at DESC, id DESC) AS rn,
+                row_number() OVER (PARTITION BY source, route, params, status
+                                   ORDER BY started_at DESC, id DESC) AS wp,
+                max(argv_template IS NOT NULL) OVER (
+                    PARTITION BY source, route, params, status) AS wm
             FROM tasks
             WHERE status IN ('completed', 'failed', 'cancelled', 'deferred') AND status <> 'queued'
         )
