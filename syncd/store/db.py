@@ -19,6 +19,7 @@ from syncd.core.clock import Clock, SystemClock
 from syncd.core.errors import StoreError, StoreUnusable
 from syncd.core.models import ErrorCode, Task
 from syncd.store import migrations
+from syncd.store.gate import WritesFirst
 from syncd.store.rows import (
     FINISHED,
     MAX_ID,
@@ -56,9 +57,10 @@ class StoreBase:
         self._conn = conn
         self._clock = clock
         self._lock = threading.RLock()
+        self._writes_first = WritesFirst()
         self._busy_ms = int(busy_timeout_ms)
         self._closed = False
-        self._writer = GroupWriter(conn, self._lock, self._busy_ms, path)
+        self._writer = GroupWriter(conn, self._lock, self._busy_ms, path, self._writes_first)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -164,7 +166,7 @@ class StoreBase:
         write stuck on a foreign lock must not make each caller behind it wait a whole
         busy_timeout more: what the lock wait used comes off SQLite's own busy timeout."""
         start = time.monotonic()
-        if not self._lock.acquire(timeout=self._busy_ms / 1000):
+        if not self._acquire(what):
             message = f"database is busy, try again ({what}): another write is waiting for it"
             log.warning("store %s: %s", self.path, message)
             raise StoreError(ErrorCode.BUSY, message)
@@ -180,6 +182,20 @@ class StoreBase:
                     self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         finally:
             self._lock.release()
+
+    def _acquire(self, what: str) -> bool:
+        """The store lock within busy_timeout; a read lets waiting writes go first (unless
+        this thread holds the lock already: inside a write, the write is this thread's)."""
+        timeout = self._busy_ms / 1000
+        if what != "read":
+            with self._writes_first.writing():
+                return self._lock.acquire(timeout=timeout)
+        if not self._lock._is_owned():  # type: ignore[attr-defined]
+            start = time.monotonic()
+            if not self._writes_first.let_writes_first(timeout):
+                return False
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        return self._lock.acquire(timeout=timeout)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._hold("read") as conn:

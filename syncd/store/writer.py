@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from syncd.core.errors import StoreError
 from syncd.core.latch import Latch
 from syncd.core.models import ErrorCode
+from syncd.store.gate import WritesFirst
 from syncd.store.rows import store_error
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,16 @@ class GroupWriter:
     so writes on the old locked path and reads stay serialised with it."""
 
     def __init__(
-        self, conn: sqlite3.Connection, lock: threading.RLock, busy_ms: int, path: Path
+        self,
+        conn: sqlite3.Connection,
+        lock: threading.RLock,
+        busy_ms: int,
+        path: Path,
+        writes_first: WritesFirst | None = None,
     ) -> None:
         self._conn = conn
         self._lock = lock
+        self._writes_first = writes_first or WritesFirst()
         self._busy_ms = busy_ms
         self._path = path
         self._cond = threading.Condition(threading.Lock())
@@ -235,7 +242,9 @@ class GroupWriter:
         """Under the store lock, waited for no longer than busy_timeout counted from the
         oldest caller's arrival; what it waited comes off SQLite's busy timeout too."""
         waited_ms = int((time.monotonic() - _oldest_caller(jobs)) * 1000)
-        if not self._lock.acquire(timeout=max(0, self._busy_ms - waited_ms) / 1000):
+        with self._writes_first.writing():  # reads arriving meanwhile wait behind it
+            acquired = self._lock.acquire(timeout=max(0, self._busy_ms - waited_ms) / 1000)
+        if not acquired:
             for job in jobs:
                 message = f"database is busy, try again ({job.what}): another write holds it"
                 log.warning("store %s: %s", self._path, message)
