@@ -24,6 +24,7 @@ from syncd.control.protocol import (
     ok_reply,
     parse_request,
 )
+from syncd.core.errors import SyncdError
 from syncd.core.events import EVENT_KINDS
 from syncd.core.models import ErrorCode
 from syncd.core.opargs import MAX_ARGS
@@ -498,3 +499,30 @@ def test_escapes_across_the_depth_checks_steps_are_read_whole(shift: int) -> Non
     assert parse_request(line, OPS).op == "ping"  # not refused as nesting
     deep = b'{"op": "ping", "id": ["' + pad + b'\\\\", ' + b"[" * 40 + b"]" * 40 + b"]}"
     assert "nesting" in fails(deep, ErrorCode.BAD_REQUEST).message
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_at_the_edge_of_the_calendar_is_a_clear_invalid_args(value: str) -> None:
+    """`history since=...` with year 1 or 9999 and an offset overflowed in the conversion
+    to UTC: the client got `internal` and the log a traceback."""
+    from syncd.control.ops.base import time_arg
+
+    with pytest.raises(SyncdError) as err:
+        time_arg("since", value)
+    assert err.value.code is ErrorCode.INVALID_ARGS
+    assert "is not an ISO 8601 time" in err.value.message
+
+
+def test_a_source_removed_by_a_reload_during_its_pause_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from syncd.control.ops import sources as ops
+
+    monkeypatch.setattr(ops, "describe", lambda daemon: [{"name": "other"}])
+    ctx = SimpleNamespace(d=SimpleNamespace(dispatcher=SimpleNamespace(wake=lambda: None)))
+    with pytest.raises(SyncdError) as err:
+        ops._one(ctx, "crm")  # type: ignore[arg-type]
+    assert err.value.code is ErrorCode.UNKNOWN_SOURCE
+    assert ops._one(ctx, "other") == {"source": {"name": "other"}}  # type: ignore[arg-type]

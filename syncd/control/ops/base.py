@@ -94,7 +94,7 @@ def time_arg(name: str, value: str | None) -> str | None:
         return None
     try:
         return iso(parse_iso(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 with an offset
         raise SyncdError(
             ErrorCode.INVALID_ARGS, f"{name}: {value!r} is not an ISO 8601 time"
         ) from None

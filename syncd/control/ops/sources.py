@@ -9,6 +9,8 @@ from typing import Any
 from syncd.control.auth import Peer
 from syncd.control.ops.base import OPS, Context
 from syncd.control.protocol import Arg
+from syncd.core.errors import SyncdError
+from syncd.core.models import ErrorCode
 from syncd.service.sources import describe, known
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,10 @@ SOURCE_NAME = Arg("str", required=True, help="source name")
 
 def _one(ctx: Context, name: str) -> dict[str, Any]:
     ctx.d.dispatcher.wake()  # a hold lifted or set: dispatch looks again
-    return {"source": next(r for r in describe(ctx.d) if r["name"] == name)}
+    row = next((r for r in describe(ctx.d) if r["name"] == name), None)
+    if row is None:  # a reload removed it meanwhile: the change was made and saved
+        raise SyncdError(ErrorCode.UNKNOWN_SOURCE, f"source {name} was removed by a reload")
+    return {"source": row}
 
 
 @OPS.op("sources", "each source's limits, use and protection state", command="sources",
