@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from syncd.core.events import EventBus
 from syncd.core.models import Status, Task
 from syncd.pool.dispatcher import Dispatcher
 from syncd.pool.supervise import KILL_CANCEL, KILL_TIMEOUT
+from syncd.service import tasks as tasks_module
 from syncd.service.tasks import TaskService
 from tests.helpers import pool
 from tests.helpers.pool import make
@@ -376,3 +378,48 @@ def test_a_cancel_acknowledged_during_another_kill_ends_cancelled_without_a_retr
     assert done.error is not None and done.error.startswith("cancelled")
     assert d.store.tasks_with_status(Status.QUEUED) == []  # no retry
     assert d.stop(DEADLINE)
+
+
+@pytest.mark.parametrize("how", ["cancel", "clear_queue"])
+def test_a_watcher_that_never_reads_paces_a_bulk_cancel_for_ten_seconds_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A bulk cancel waits for its watchers to read each batch's events, but for
+    DRAIN_SECONDS in all: it was that long per batch, so a slow read-only `watch` set the
+    pace of an operator's clear-queue (minutes for a deep queue). Time is the fake's."""
+    d = make(tmp_path)
+    d.paused = True
+    ids = seed(d, 3000)
+    service = TaskService(d.store, d, d.clock)
+    d.events.subscribe(["task"])  # a watcher that never reads
+    now = [0.0]
+    waits: list[float] = []
+    monkeypatch.setattr(tasks_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+
+    def never_drained(fraction: float, timeout: float) -> None:
+        waits.append(timeout)
+        now[0] += timeout  # the whole timeout: the watcher read nothing
+
+    monkeypatch.setattr(d.events, "wait_drained", never_drained)
+    batches: list[int] = []
+    if how == "cancel":
+        real = d.store.cancel_queued
+        monkeypatch.setattr(
+            d.store, "cancel_queued", lambda b, **kw: batches.append(len(b)) or real(b, **kw)
+        )
+        cancelled, _ = service.cancel(ids)
+        assert len(cancelled) == 3000
+    else:
+        page = d.store.cancel_queued_page
+
+        def counted(**kw: Any) -> list[int]:
+            found = page(**kw)
+            batches.append(len(found))
+            return found
+
+        monkeypatch.setattr(d.store, "cancel_queued_page", counted)
+        assert service.clear_queue() == 3000
+    assert sum(waits) <= tasks_module.DRAIN_SECONDS
+    assert batches[0] == tasks_module.WATCHED_BATCH
+    assert set(batches[1:-1]) == {tasks_module.BULK_BATCH}  # paced no more
+    assert d.store.counts().get("queued", 0) == 0

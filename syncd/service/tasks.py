@@ -9,6 +9,7 @@ caller is never told a committed change failed."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 BULK_BATCH = 1000  # tasks cancelled per transaction by a bulk cancel
 WATCHED_BATCH = 200  # the same while someone watches: a batch's events fit a reader's buffer
-DRAIN_SECONDS = 10.0  # a watcher that reads nothing for this long is not waited for
+DRAIN_SECONDS = 10.0  # a bulk cancel waits for its watchers this long in all, not per batch
 Submission = tuple[NewTask, bool]  # the task and whether it may NOT coalesce (allow_duplicate)
 
 
@@ -140,8 +141,9 @@ class TaskService:
         # here; one claimed meanwhile is running by the time the kills are sent, and killed.
         done: set[int] = set()
         start = 0
+        paced_until = time.monotonic() + DRAIN_SECONDS
         while start < len(wanted):
-            size = self._batch_size()
+            size = self._batch_size(paced_until)
             done.update(t.id for t in self._cancel_queued(wanted[start : start + size]))
             start += size
         killed = set(self._kill_running([i for i in wanted if i not in done]))
@@ -209,8 +211,9 @@ class TaskService:
         announced while someone watches (no rows are read back otherwise)."""
         up_to = self.store.max_id()
         total = 0
+        paced_until = time.monotonic() + DRAIN_SECONDS
         while True:
-            size = self._batch_size()
+            size = self._batch_size(paced_until)
             ids = self.store.cancel_queued_page(
                 finished_at=iso(self.clock.now()) or "", limit=size, up_to_id=up_to, source=source
             )
@@ -227,12 +230,18 @@ class TaskService:
             self._announce_pool()
         return total
 
-    def _batch_size(self) -> int:
+    def _batch_size(self, paced_until: float) -> int:
         """The next batch of a bulk cancel: while someone watches, a small one, once the
-        watchers have read most of the last (so none is cut off for falling behind)."""
+        watchers have read most of the last (so none is cut off for falling behind) or the
+        op's pacing time is spent: a watcher that reads slowly must not set the pace of an
+        operator's cancel (it was up to DRAIN_SECONDS per batch, minutes for a deep queue);
+        one that falls behind after that is cut off and reconnects."""
         if not self.pool.events.subscriber_count:
             return BULK_BATCH
-        self.pool.events.wait_drained(0.25, DRAIN_SECONDS)
+        left = paced_until - time.monotonic()
+        if left <= 0:
+            return BULK_BATCH
+        self.pool.events.wait_drained(0.25, left)
         return WATCHED_BATCH
 
     def _cancel_queued(self, ids: list[int]) -> list[Task]:
