@@ -33,6 +33,9 @@ def at(seconds: float) -> str:
     return text
 
 
+DEADLINE = 20.0
+
+
 def new(source: str = "hubspot", route: str = "contacts", priority: int = 5, **kw: Any) -> NewTask:
     fields: dict[str, Any] = {
         "sync_type": route,
@@ -1105,3 +1108,32 @@ def test_task_to_dict_is_the_protocol_object_and_a_copy(store: Store) -> None:
     out["argv"].append("--evil")
     out["params"]["full"] = True
     assert "--evil" not in task.argv and task.params == {"since": "2025-01-01"}
+
+
+def test_a_task_claimed_while_a_list_is_read_is_on_the_page(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`list` reads running, then queued, then finished tasks: a claim committed between
+    the running and the queued query took the task off both (a crash test lost its
+    requeued task that way under load). Every query runs under one hold of the store."""
+    task = store.enqueue(new())[0]
+    real = store._tasks
+    claimed: list[threading.Thread] = []
+
+    def between(*args: Any, **kwargs: Any) -> list[Task]:
+        found = real(*args, **kwargs)
+        if not claimed:  # after the running tasks' query: the task is claimed now
+            t = threading.Thread(
+                target=lambda: store.transition(task.id, Status.QUEUED, Status.RUNNING)
+            )
+            claimed.append(t)
+            t.start()
+            t.join(0.5)  # without the one hold it commits here; with it, it waits
+        return found
+
+    monkeypatch.setattr(store, "_tasks", between)
+    page, total = store.list_tasks(statuses=[Status.QUEUED, Status.RUNNING], limit=10)
+    claimed[0].join(DEADLINE)
+    assert [t.id for t in page] == [task.id] and total == 1
+    got = store.get(task.id)
+    assert got is not None and got.status is Status.RUNNING  # the claim went through after

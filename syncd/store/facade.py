@@ -435,7 +435,20 @@ class Store(Successes, SourceRows, Cancels):
         after_id: int | None = None,
     ) -> tuple[list[Task], int]:
         """Running (by id), then queued (dispatch order), then finished (newest first);
-        `after_id` is a cursor: the page starts after that task's place in this order."""
+        `after_id` is a cursor: the page starts after that task's place in this order.
+        One hold of the store lock for every group's query: a task claimed or finished
+        between two of them was missing from the page (neither queued nor running yet)."""
+        with self._hold("read"):
+            return self._list_tasks(statuses, source, finished_since, limit, after_id)
+
+    def _list_tasks(
+        self,
+        statuses: Collection[Status],
+        source: str | None,
+        finished_since: str | None,
+        limit: int,
+        after_id: int | None,
+    ) -> tuple[list[Task], int]:
         groups = list_groups(set(statuses), source, finished_since)
         total = sum(self._count(g.where, g.params, g.counter) for g in groups)
         cursor = None if after_id is None else self.get(after_id)
