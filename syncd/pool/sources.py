@@ -268,13 +268,12 @@ class Sources:
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
         return starts[len(starts) - keep :] if keep > 0 else []
 
-    def finished(
-        self, task: Task, status: Status, now: datetime, *, counts: bool = True
-    ) -> dict[str, Any]:
+    def finished(self, task: Task, status: Status, now: datetime, *, counts: bool = True) -> None:
         """A task of the source ended: move the breaker. `counts` is False for endings that
-        say nothing about the source (a shutdown interruption). Returns the source's state
-        row for the caller to commit with the task's finish (a separate commit per task
-        was a second fsync per task); a breaker that opens or closes is also saved at once."""
+        say nothing about the source (a shutdown interruption). The caller commits the
+        state row (`row()`, taken as it commits) with the task's finish (a separate commit
+        per task was a second fsync per task); a breaker that opens or closes is also saved
+        at once."""
         src = self.config(task.source)
         breaker = src.breaker if src is not None else None
         with self.lock:
@@ -300,7 +299,6 @@ class Sources:
                     self._open(name, st, breaker.cooldown_minutes, now, why)
             elif was_probe:  # cancelled or deferred: the probe says nothing; another may try
                 st.probe = None
-            return st.row()
 
     def _open(self, name: str, st: SourceState, minutes: float, now: datetime, why: str) -> None:
         st.breaker, st.probe, st.breaker_reason = OPEN, None, why

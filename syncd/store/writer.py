@@ -82,11 +82,11 @@ class GroupWriter:
         lock: threading.RLock,
         busy_ms: int,
         path: Path,
-        writes_first: WritesFirst | None = None,
+        writes_first: WritesFirst,
     ) -> None:
         self._conn = conn
         self._lock = lock
-        self._writes_first = writes_first or WritesFirst()
+        self._writes_first = writes_first  # the store's: reads wait while a batch waits
         self._busy_ms = busy_ms
         self._path = path
         self._cond = threading.Condition(threading.Lock())
