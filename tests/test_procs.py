@@ -86,8 +86,10 @@ def test_kill_identified_group_never_signals_a_stranger(
     """R3/R4: a recycled pid (other start time) or another boot is left alone."""
     proc = session(spawned, "import time; time.sleep(60)")
     real = ProcIdentity.of(proc.pid)
-    assert not kill_identified_group(ProcIdentity(proc.pid, real.starttime - 1, real.boot_id), 0.1)
-    assert not kill_identified_group(ProcIdentity(proc.pid, real.starttime, "x" * 36), 0.1)
+    assert not kill_identified_group(
+        ProcIdentity(proc.pid, real.starttime - 1, real.boot_id), 0.1
+    ).sent
+    assert not kill_identified_group(ProcIdentity(proc.pid, real.starttime, "x" * 36), 0.1).sent
     assert proc.poll() is None and live(proc.pid)
 
 
@@ -111,11 +113,61 @@ time.sleep(60)
     members = read_pids(pids, 3)
     ident = ProcIdentity.of(leader.pid)
     start = time.monotonic()
-    assert kill_identified_group(ident, 0.5)
+    result = kill_identified_group(ident, 0.5)
+    assert result.sent and result.survivors == ()
     assert time.monotonic() - start < 5
     leader.wait(timeout=10)
     wait_until(lambda: not any(live(p) for p in members), what="descendants to die")
     assert live_in_group(leader.pid) == []
+
+
+def test_a_process_that_outlives_sigkill_is_reported(
+    spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stuck in the kernel survives SIGKILL; the caller must learn its pid (it
+    decides not to requeue the task). The stuck state is simulated by what wait_gone sees."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([PY, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+    spawned.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    ident = ProcIdentity.of(proc.pid)
+    monkeypatch.setattr(procs, "wait_gone", lambda pgid, recorded, timeout: [proc.pid])
+    result = kill_identified_group(ident, 0.1)
+    assert result.sent and result.survivors == (proc.pid,)
+
+
+def marked(spawned: list[subprocess.Popen[bytes]], store_id: str, task_id: int) -> int:
+    env = {**os.environ, procs.STORE_ID_VAR: store_id, procs.TASK_ID_VAR: str(task_id)}
+    proc = subprocess.Popen(
+        [PY, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
+    )
+    spawned.append(proc)
+    return proc.pid
+
+
+def test_task_processes_finds_marked_processes_with_their_identity(
+    spawned: list[subprocess.Popen[bytes]],
+) -> None:
+    mine, other = marked(spawned, "a" * 16, 7), marked(spawned, "b" * 16, 8)
+    found = procs.task_processes("a" * 16)
+    assert found == {7: [ProcIdentity.of(mine)]}
+    assert found[7][0].is_alive() and other not in [i.pid for i in found[7]]
+
+
+def test_task_processes_skips_a_pid_recycled_while_it_was_read(
+    spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start time read before the environ differs from the one after: the environ may be
+    another process's, so the pid is not taken (it would be killed as the task's)."""
+    pid = marked(spawned, "c" * 16, 9)
+    real = procs.proc_starttime
+    monkeypatch.setattr(
+        procs, "proc_starttime", lambda p: (real(p) or 0) - 1 if p == pid else real(p)
+    )
+    assert procs.task_processes("c" * 16) == {}
 
 
 # -- the killpg rule --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from syncd.core.clock import iso
 from syncd.core.models import NewTask, Status, Task
 from syncd.pool import reconcile
-from syncd.pool.procs import boot_id, proc_starttime
+from syncd.pool.procs import KillResult, boot_id, proc_starttime
 from syncd.store.facade import Store
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, tzinfo=timezone.utc)
@@ -78,7 +78,7 @@ def test_hung_groups_are_killed_together_in_one_grace_period(store, spawn):
     procs = [spawn() for _ in range(3)]
     tasks = [running_task(store, p.pid) for p in procs]
     t0 = time.monotonic()
-    killed = reconcile.kill_left_overs(tasks, grace=2.0)
+    killed = reconcile.kill_left_overs(tasks, grace=2.0).killed
     took = time.monotonic() - t0
     assert sorted(killed) == sorted(t.id for t in tasks)
     for proc in procs:
@@ -93,7 +93,7 @@ def test_hung_groups_are_killed_together_in_one_grace_period(store, spawn):
 def test_a_recycled_pid_or_another_boot_is_never_signalled(store, spawn, wrong):
     stranger = spawn("print('ready', flush=True); import time; time.sleep(600)")
     task = running_task(store, stranger.pid, **wrong)
-    assert reconcile.kill_left_overs([task], grace=0.2) == []
+    assert reconcile.kill_left_overs([task], grace=0.2).killed == []
     with pytest.raises(subprocess.TimeoutExpired):  # a signal, had one been sent, kills it
         stranger.wait(0.3)
 
@@ -142,4 +142,29 @@ def test_a_task_that_finished_meanwhile_is_left_alone(store, clock):
     store.finish(task.id, Status.COMPLETED, finished_at=iso(T0) or "", exit_code=0, error=None)
     assert reconcile.reconcile_one(store, clock, task, "lost", 3) is None
     assert store.get(task.id).status is Status.COMPLETED  # type: ignore[union-attr]
+    assert store.tasks_with_status(Status.QUEUED) == []
+
+
+def test_a_task_whose_process_outlives_sigkill_is_failed_not_requeued(
+    store, clock, spawn, monkeypatch
+):
+    """Requeueing it would start a second copy beside the one still alive (the overlap the
+    pool exists to prevent): it fails with the survivor named, and nothing is queued."""
+    proc = spawn()
+    task = running_task(store, proc.pid)
+    seen: list[int] = []
+
+    def stuck(identity, grace):
+        seen.append(identity.pid)
+        return KillResult(sent=True, survivors=(identity.pid,))
+
+    monkeypatch.setattr(reconcile, "kill_identified_group", stuck)
+    assert reconcile.reconcile_lost(store, clock, POLICY) == [task.id]
+    assert seen == [proc.pid]
+    lost = store.get(task.id)
+    assert lost is not None and lost.status is Status.FAILED
+    assert lost.error == (
+        f"{reconcile.LOST_ON_RESTART}; not requeued: process {proc.pid} survived SIGKILL"
+        " and may still run"
+    )
     assert store.tasks_with_status(Status.QUEUED) == []

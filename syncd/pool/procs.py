@@ -59,8 +59,12 @@ def _stat_fields(pid: int) -> list[str] | None:
 def proc_starttime(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat: start time in clock ticks since boot."""
     fields = _stat_fields(pid)
+    return _starttime(fields) if fields is not None else None
+
+
+def _starttime(fields: list[str]) -> int | None:
     try:
-        return int(fields[19]) if fields is not None else None
+        return int(fields[19])
     except (IndexError, ValueError):
         return None
 
@@ -217,6 +221,7 @@ def wait_gone(pgid: int | None, recorded: Iterable[psutil.Process], timeout: flo
 STORE_ID_VAR = "SYNCD_STORE_ID"
 TASK_ID_VAR = "SYNCD_TASK_ID"
 _ENVIRON_MAX = 1 << 20
+_KILL_WAIT_SECONDS = 2.0  # after SIGKILL: what is still alive then is reported, not waited for
 
 
 def _environ(pid: int) -> bytes | None:
@@ -237,19 +242,24 @@ def _environ(pid: int) -> bytes | None:
     return b"".join(parts)
 
 
-def task_processes(store_id: str) -> dict[int, list[int]]:
+def task_processes(store_id: str) -> dict[int, list[ProcIdentity]]:
     """Live processes whose environment marks them as tasks of the database `store_id`,
     by task id: what a restart kills when a task's pid was never recorded. One pass over
-    /proc, reading each process's environ (others' users are skipped)."""
+    /proc, reading each process's environ (others' users are skipped).
+
+    Each identity's start time is read before the environ and checked after it: a pid that
+    was recycled while it was read is skipped, never attributed to the new process."""
     marker = f"\0{STORE_ID_VAR}={store_id}\0".encode()
     key = f"\0{TASK_ID_VAR}=".encode()
     me = os.getpid()
-    found: dict[int, list[int]] = {}
+    boot = boot_id()
+    found: dict[int, list[ProcIdentity]] = {}
     for pid in _all_pids():
         if pid == me:
             continue
+        before = proc_starttime(pid)
         raw = _environ(pid)
-        if not raw or marker not in b"\0" + raw:
+        if before is None or not raw or marker not in b"\0" + raw:
             continue
         env = b"\0" + raw
         at = env.find(key)
@@ -260,7 +270,9 @@ def task_processes(store_id: str) -> dict[int, list[int]]:
         fields = _stat_fields(pid)
         if not value.isdigit() or fields is None or fields[0] in ("Z", "X"):
             continue
-        found.setdefault(int(value), []).append(pid)
+        if _starttime(fields) != before:  # another process by now: its environ is not ours
+            continue
+        found.setdefault(int(value), []).append(ProcIdentity(pid, before, boot))
     return found
 
 
@@ -300,17 +312,26 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def kill_identified_group(identity: ProcIdentity, grace: float) -> bool:
+@dataclass(frozen=True)
+class KillResult:
+    """What killing a left-over group did: whether anything was signalled, and the pids
+    still alive after SIGKILL and its wait (stuck in the kernel, or beyond our reach)."""
+
+    sent: bool
+    survivors: tuple[int, ...] = ()
+
+
+def kill_identified_group(identity: ProcIdentity, grace: float) -> KillResult:
     """Kill a task process left by a previous daemon instance, if it is provably that process.
 
     SIGTERM to its group and recorded descendants, up to `grace` seconds, then SIGKILL.
-    A recycled pid or another boot is never signalled. Returns whether anything was signalled."""
+    A recycled pid or another boot is never signalled."""
     if not identity.is_alive():
-        return False
+        return KillResult(sent=False)
     pid = identity.pid
     recorded = _tree(pid)
     if not identity.is_alive():  # it ended while we listed its tree
-        return False
+        return KillResult(sent=False)
     log.info("killing left-over process group %d", pid)
     sent = signal_tree(pid, signal.SIGTERM, leader_unreaped=True, recorded=recorded)
     deadline = time.monotonic() + grace
@@ -318,11 +339,13 @@ def kill_identified_group(identity: ProcIdentity, grace: float) -> bool:
         if not _running(identity) and not survivors(pid, recorded):
             break
         time.sleep(_POLL_SECONDS)
+    left: list[int] = []
     if _running(identity) or survivors(pid, recorded):
         signal_tree(pid, signal.SIGKILL, leader_unreaped=identity.is_alive(), recorded=recorded)
-        for left in wait_gone(pid, recorded, 2.0):
-            log.warning("process %d survived SIGKILL of left-over group %d", left, pid)
-    return sent
+        left = wait_gone(pid, recorded, _KILL_WAIT_SECONDS)
+        for survivor in left:
+            log.warning("process %d survived SIGKILL of left-over group %d", survivor, pid)
+    return KillResult(sent=sent, survivors=tuple(left))
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,17 @@ def identity_of(task: Task) -> ProcIdentity | None:
     return ProcIdentity(int(task.pid), int(starttime), str(boot))
 
 
-def kill_left_overs(tasks: Sequence[Task], grace: float, store_id: str | None = None) -> list[int]:
-    """Kill every task's own live process group concurrently; returns the ids signalled.
+@dataclass(frozen=True)
+class LeftOvers:
+    """What killing the left-over groups did: the tasks whose processes were signalled, and,
+    by task, the pids still alive after SIGKILL."""
+
+    killed: list[int]
+    survived: dict[int, list[int]]
+
+
+def kill_left_overs(tasks: Sequence[Task], grace: float, store_id: str | None = None) -> LeftOvers:
+    """Kill every task's own live process group concurrently.
 
     One thread per group runs procs.kill_identified_group (identity check, SIGTERM, wait up
     to `grace`, SIGKILL); started together, they share one grace period. With `store_id`,
@@ -60,34 +69,46 @@ def kill_left_overs(tasks: Sequence[Task], grace: float, store_id: str | None = 
     if store_id is not None and tasks:
         wanted = {t.id for t in tasks}
         known = {ident.pid for _, ident in targets}
-        for task_id, pids in sorted(task_processes(store_id).items()):
-            for pid in pids:
-                if task_id in wanted and pid not in known:
-                    log.warning("task %d: found its process %d by its environment", task_id, pid)
-                    targets.append((task_id, ProcIdentity.of(pid)))
+        for task_id, found in sorted(task_processes(store_id).items()):
+            for ident in found:
+                if task_id in wanted and ident.pid not in known:
+                    log.warning(
+                        "task %d: found its process %d by its environment", task_id, ident.pid
+                    )
+                    targets.append((task_id, ident))
     if not targets:
-        return []
+        return LeftOvers(killed=[], survived={})
     workers = min(len(targets), _MAX_KILL_THREADS)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-kill") as pool:
         results = list(pool.map(lambda t: kill_identified_group(t[1], grace), targets))
-    killed = sorted({task_id for (task_id, _), sent in zip(targets, results, strict=True) if sent})
-    logged: set[int] = set()
-    for (task_id, ident), sent in zip(targets, results, strict=True):
-        if sent and task_id not in logged:
-            logged.add(task_id)
+    killed: set[int] = set()
+    survived: dict[int, list[int]] = {}
+    for (task_id, ident), result in zip(targets, results, strict=True):
+        if result.sent and task_id not in killed:
+            killed.add(task_id)
             log.warning("task %d: killed its left-over process group %d", task_id, ident.pid)
-    return killed
+        if result.survivors:
+            survived.setdefault(task_id, []).extend(result.survivors)
+    return LeftOvers(killed=sorted(killed), survived=survived)
 
 
-def reconcile_one(store: Store, clock: Clock, task: Task, error: str, cap: int) -> Task | None:
+def reconcile_one(
+    store: Store, clock: Clock, task: Task, error: str, cap: int, survivors: Sequence[int] = ()
+) -> Task | None:
     """Fail one lost task and requeue it (front of its priority) unless its chain of lost
     requeues has reached `cap`; returns the requeued task, if any. The failure and the
-    requeue are one transaction, and the requeue is created at most once per task."""
+    requeue are one transaction, and the requeue is created at most once per task.
+
+    A task with `survivors` (its processes outlived SIGKILL) is never requeued: the copy
+    would run beside the one still alive, the overlap the pool exists to prevent."""
     lost_count = int(task.internal.get("lost_count") or 0) + 1
     requeue = None
     status = Status.FAILED
     if task.internal.get("cancel_requested"):  # a cancel was acknowledged: never run again
         status, error = Status.CANCELLED, CANCELLED
+    elif survivors:
+        pids = ", ".join(str(p) for p in survivors)
+        error = f"{error}; not requeued: process {pids} survived SIGKILL and may still run"
     elif lost_count > cap:
         error = f"lost {lost_count} times, not requeued"
     else:
@@ -120,9 +141,10 @@ def reconcile(
     store: Store, clock: Clock, tasks: Sequence[Task], error: str, policy: Policy
 ) -> None:
     """Kill the tasks' own left-over groups (all at once), then fail and requeue each."""
-    kill_left_overs(tasks, policy.kill_grace, store.store_id() if tasks else None)
+    left = kill_left_overs(tasks, policy.kill_grace, store.store_id() if tasks else None)
     for task in tasks:
-        reconcile_one(store, clock, task, error, policy.max_lost_requeues)
+        survivors = left.survived.get(task.id, ())
+        reconcile_one(store, clock, task, error, policy.max_lost_requeues, survivors)
 
 
 def reconcile_lost(store: Store, clock: Clock, policy: Policy) -> list[int]:
