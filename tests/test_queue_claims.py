@@ -5,6 +5,7 @@ Real store, real dispatcher, real children; no daemon around them."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -149,11 +150,15 @@ def test_a_claim_that_fails_inside_the_submit_undoes_the_submit_and_the_admissio
     ids=["half-open probe", "rate window"],
 )
 def test_a_claim_whose_commit_fails_takes_back_what_it_did_to_its_source(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protection: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    protection: str,
 ) -> None:
     """The claim made the task the half-open source's probe, or counted it in the rate
     window, then its commit failed: the task never started, so neither may stay (a probe
     that never runs held its source until a restart; a phantom start used up the hour)."""
+    caplog.set_level(logging.INFO, logger="syncd.pool.sources")
     d = make(tmp_path, f"[sources.src]\n{protection}\n", max_workers=2)
     if "breaker" in protection:
         d.sources.state("src").breaker = HALF_OPEN
@@ -172,6 +177,11 @@ def test_a_claim_whose_commit_fails_takes_back_what_it_did_to_its_source(
         submit(d, "ok", start=True)
     state = d.sources.state("src")
     assert (state.probe, state.starts) == (None, [])
+    said = [r.getMessage() for r in caplog.records if "probe" in r.getMessage()]
+    if "breaker" in protection:  # the operator read "task N is its probe": it is corrected
+        assert len(said) == 2 and said[0].endswith(" is its probe"), said
+        task_words = said[0].removesuffix(" is its probe")
+        assert said[1] == f"{task_words} is not its probe (its start was rolled back)"
     with d.cond:
         assert d.running == {}
         assert d.woken()  # claims made meanwhile saw the slot taken: the loop looks again

@@ -262,7 +262,9 @@ class Sources:
             if start.at is not None:
                 st.starts = [t for t in st.starts if t is not start.at]
             if start.probe and st.probe == start.task_id:
-                st.probe = None
+                st.probe = None  # the line that named it the probe is corrected, not unsaid
+                line = f"source {start.source} half-open: task {start.task_id} is not its probe"
+                self._changed(start.source, st, f"{line} (its start was rolled back)")
 
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
