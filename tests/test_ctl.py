@@ -491,6 +491,29 @@ def test_history_relative_since_is_sent_as_utc_iso(fake: FakeDaemon) -> None:
     assert fake.last("history")["since"].endswith("Z")
 
 
+def test_history_since_out_of_range_is_a_usage_error(fake: FakeDaemon) -> None:
+    result = run(fake, "history", "--since", "99999999999d")
+    assert result.exit_code == 2 and "out of range" in result.output
+    assert "Traceback" not in result.output and "history" not in fake.ops
+
+
+def test_logs_reads_a_log_longer_than_one_reply_to_its_end(fake: FakeDaemon) -> None:
+    """A reply carries at most 1 MiB: `syncctl logs` printed the first one and stopped."""
+    text = "0123456789" * 3
+
+    def page(args: dict[str, Any]) -> dict[str, Any]:
+        at = args.get("offset", 0)
+        return {"text": text[at : at + 12], "size": min(at + 12, len(text)), "end": len(text),
+                "truncated": False}  # fmt: skip
+
+    fake.results["logs"] = page
+    result = run(fake, "logs", "812")
+    assert result.exit_code == 0 and result.stdout == text
+    assert [r["args"].get("offset", 0) for r in fake.requests if r["op"] == "logs"] == [0, 12, 24]
+    as_json = json.loads(run(fake, "logs", "812", "--json").stdout)
+    assert as_json["text"] == text and as_json["end"] == len(text)
+
+
 # -- streams: logs --follow and submit --wait ------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Status(str, Enum):
@@ -58,6 +58,17 @@ class ErrorCode(str, Enum):
     NOT_QUEUED = "not_queued"
     CONFIG_INVALID = "config_invalid"
     INTERNAL = "internal"  # a bug: logged with its traceback, never shown to the client
+
+
+class SourceRoute(Protocol):
+    """Anything that names a task's source and route (a Task, or a row a bulk cancel
+    returned): what the metrics count ends by."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def route(self) -> str: ...
 
 
 @dataclass

@@ -108,7 +108,14 @@ def parse_params(items: Iterable[str]) -> dict[str, Any]:
 
 def since_iso(text: str, now: datetime) -> str:
     """`30m`, `2h`, `7d` (also `s`, `w`) before now, or an ISO 8601 time (naive = UTC)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", text.lower())
+    try:
+        return _utc(_since(text, m, now))
+    except OverflowError:  # 99999999999d, or an offset that moves year 1 before year 1
+        raise click.BadParameter(f"{text!r}: out of range", param_hint="--since") from None
+
+
+def _since(text: str, m: re.Match[str] | None, now: datetime) -> datetime:
     if m:
         dt = now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
     else:
@@ -121,6 +128,10 @@ def since_iso(text: str, now: datetime) -> str:
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def _utc(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -81,11 +81,15 @@ def logs(task_id: int, follow: bool) -> None:
     """A task's output."""
     if not follow:
         r = call("logs", id=task_id)
+        text = [r.get("text", "")]
+        while r.get("size", 0) < r.get("end", 0):  # a reply carries at most 1 MiB
+            r = call("logs", id=task_id, offset=r["size"])
+            text.append(r.get("text", ""))
         if want_json():
-            return emit(r, str)
-        click.echo(r.get("text", ""), nl=False)
+            return emit({**r, "text": "".join(text)}, str)
+        click.echo("".join(text), nl=False)
         if r.get("truncated"):
-            click.echo(f"(log truncated to its head and tail; {r.get('size')} bytes)", err=True)
+            click.echo(f"(log truncated to its head and tail; {r.get('end')} bytes)", err=True)
         return
     end: dict[str, Any] = {}
     for frame in client(timeout=None).stream("logs", id=task_id, follow=True):

@@ -141,6 +141,7 @@ class Daemon:
             clock=self.clock,
             events=self.events,
             on_task=self.metrics.observe_task,
+            on_bulk_end=self.metrics.observe_bulk_end,
         )
         self.tasks = TaskService(self.store, self.dispatcher, self.clock)
         self.monitor = Monitor(self.dispatcher, self.clock)

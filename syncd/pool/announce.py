@@ -6,14 +6,17 @@ into the caller of that commit."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from syncd.core.clock import Clock, iso
 from syncd.core.events import EventBus
-from syncd.core.models import Task
+from syncd.core.models import SourceRoute, Status, Task
 from syncd.store.facade import Store
 
 log = logging.getLogger(__name__)
+
+
+BulkObserver = Callable[[Sequence[SourceRoute], Status, str], None]
 
 
 class Announcer:
@@ -23,14 +26,24 @@ class Announcer:
         store: Store,
         clock: Clock,
         on_task: Callable[[Task], None] | None = None,
+        on_bulk_end: BulkObserver | None = None,
     ):
         self.events = events
         self.store = store
         self.clock = clock
         self.on_task = on_task  # sees every task event, watched or not (the metrics)
+        self.on_bulk_end = on_bulk_end  # the same for tasks a bulk cancel ended by the page
 
-    def task(self, task: Task) -> None:
-        if self.on_task is not None:
+    def bulk_ended(self, tasks: Sequence[SourceRoute], status: Status, finished_at: str) -> None:
+        """Tasks ended together, counted by (source, route) without reading their rows."""
+        if self.on_bulk_end is not None and tasks:
+            try:
+                self.on_bulk_end(tasks, status, finished_at)
+            except Exception:  # counting must never break a caller's commit
+                log.exception("observer of %d ended tasks failed", len(tasks))
+
+    def task(self, task: Task, *, observe: bool = True) -> None:
+        if self.on_task is not None and observe:
             try:
                 self.on_task(task)
             except Exception:  # counting must never break dispatch or a caller's commit

@@ -29,7 +29,7 @@ from syncd.core.events import EventBus
 from syncd.core.failpoints import failpoint
 from syncd.core.models import Status, Task
 from syncd.pool import slots
-from syncd.pool.announce import Announcer
+from syncd.pool.announce import Announcer, BulkObserver
 from syncd.pool.policy import Outcome, decide
 from syncd.pool.running import RunningTask
 from syncd.pool.sources import Sources, Start
@@ -131,6 +131,7 @@ class Dispatcher:
         events: EventBus,
         base_env: Mapping[str, str] | None = None,
         on_task: Callable[[Task], None] | None = None,
+        on_bulk_end: BulkObserver | None = None,
     ):
         self.store = store
         self.routes = routes
@@ -138,7 +139,7 @@ class Dispatcher:
         self.clock = clock
         self.events = events
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.announcer = Announcer(events, store, clock, on_task)
+        self.announcer = Announcer(events, store, clock, on_task, on_bulk_end)
         self.cond = threading.Condition()
         self._waker = Waker(self.cond)
         # Orders the store's and memory's copy of a setting (never `cond`: the store's writer
@@ -575,9 +576,12 @@ class Dispatcher:
         if not self.paused:
             self.wake()
 
-    def announce_task(self, task: Task, *, wake: bool = True, pool: bool = True) -> None:
-        """Publish a task's new state (and, with `pool`, the pool's counts); best effort."""
-        self.announcer.task(task)
+    def announce_task(
+        self, task: Task, *, wake: bool = True, pool: bool = True, observe: bool = True
+    ) -> None:
+        """Publish a task's new state (and, with `pool`, the pool's counts); best effort.
+        `observe` False: the metrics have counted this change already."""
+        self.announcer.task(task, observe=observe)
         if pool:
             self.announce_pool(wake=wake)
         elif wake:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from syncd.core.clock import Clock, iso, parse_iso
-from syncd.core.models import FINAL, FINAL_NAMES, Status, Task
+from syncd.core.models import FINAL, FINAL_NAMES, SourceRoute, Status, Task
 
 # Sync runs last seconds to hours; queue waits from nothing to a night.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
@@ -123,6 +123,17 @@ class Metrics:
                 self.timeouts += 1
             bucket = self._bucket(parse_iso(task.finished_at) or self.clock.now())
             setattr(bucket, task.status.value, getattr(bucket, task.status.value) + 1)
+
+    def observe_bulk_end(
+        self, tasks: Sequence[SourceRoute], status: Status, finished_at: str
+    ) -> None:
+        """Queued tasks a bulk cancel ended (never started: no duration to observe)."""
+        by_route = Counter((t.source, t.route) for t in tasks)
+        with self._lock:
+            for (source, route), count in by_route.items():
+                self.finished[(source, route, status.value)] += count
+            bucket = self._bucket(parse_iso(finished_at) or self.clock.now())
+            setattr(bucket, status.value, getattr(bucket, status.value) + len(tasks))
 
     def observe_fire(self, schedule: str, outcome: str, lag_seconds: float | None) -> None:
         with self._lock:

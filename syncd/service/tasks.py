@@ -16,7 +16,7 @@ from typing import Any
 from syncd.core.clock import Clock, iso
 from syncd.core.errors import SyncdError
 from syncd.core.failpoints import failpoint
-from syncd.core.models import ErrorCode, NewTask, Task
+from syncd.core.models import ErrorCode, NewTask, Status, Task
 from syncd.pool.dispatcher import Dispatcher, QueueClaims
 from syncd.pool.supervise import KILL_CANCEL
 from syncd.store.facade import Store
@@ -214,13 +214,16 @@ class TaskService:
         paced_until = time.monotonic() + DRAIN_SECONDS
         while True:
             size = self._batch_size(paced_until)
-            ids = self.store.cancel_queued_page(
-                finished_at=iso(self.clock.now()) or "", limit=size, up_to_id=up_to, source=source
+            at = iso(self.clock.now()) or ""
+            rows = self.store.cancel_queued_page(
+                finished_at=at, limit=size, up_to_id=up_to, source=source
             )
-            total += len(ids)
+            total += len(rows)
+            ids = [row.id for row in rows]
+            self.pool.announcer.bulk_ended(rows, Status.CANCELLED, at)  # counted, watched or not
             if ids and self.pool.events.subscriber_count:  # rows are read back only then
                 try:
-                    self._announce(self.store.tasks_by_id(ids), pool=False)
+                    self._announce(self.store.tasks_by_id(ids), pool=False, counted=True)
                 except Exception:  # committed: telling about it is best effort
                     log.exception("announcing %d cancelled tasks failed", len(ids))
             if len(ids) < size:
@@ -255,12 +258,13 @@ class TaskService:
         self._announce(done)
         return done
 
-    def _announce(self, tasks: list[Task], *, pool: bool = True) -> None:
+    def _announce(self, tasks: list[Task], *, pool: bool = True, counted: bool = False) -> None:
         """Each task's event, then one pool event (not one per task: each costs a counts
-        query while someone watches) and a wake-up; `pool=False` leaves those to the caller."""
+        query while someone watches) and a wake-up; `pool=False` leaves those to the caller.
+        `counted`: the metrics have these ends already (a bulk cancel counts every page)."""
         try:
             for task in tasks:
-                self.pool.announce_task(task, wake=False, pool=False)
+                self.pool.announce_task(task, wake=False, pool=False, observe=not counted)
         except Exception:
             log.exception("announcing %d committed changes failed", len(tasks))
         if tasks and pool:

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.core.models import Task
 from syncd.store.db import StoreBase
 from syncd.store.rows import QUEUE_INDEX, RETURNING, chunks, marks, row_task
+
+
+class CancelledRow(NamedTuple):
+    """A task a bulk cancel ended: what the metrics count it by."""
+
+    id: int
+    source: str
+    route: str
 
 
 class Cancels(StoreBase):
@@ -34,10 +42,11 @@ class Cancels(StoreBase):
 
     def cancel_queued_page(
         self, *, finished_at: str, limit: int, up_to_id: int, source: str | None = None
-    ) -> list[int]:
+    ) -> list[CancelledRow]:
         """Cancel up to `limit` queued tasks (of `source`; ids up to `up_to_id`, so work
         queued meanwhile is left alone) in one short transaction: a bulk cancel is a loop of
-        these, and other writers get the lock between them. Returns the ids cancelled."""
+        these, and other writers get the lock between them. Returns (id, source, route) of
+        each task cancelled: enough to count them without reading the rows back."""
         where, params = "status = 'queued' AND id <= ?", list[Any]([up_to_id])
         if source is not None:
             where, params = where + " AND source = ?", [*params, source]
@@ -45,10 +54,10 @@ class Cancels(StoreBase):
             found = conn.execute(
                 f"UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id IN ("
                 f"SELECT id FROM tasks INDEXED BY {QUEUE_INDEX} WHERE {where} LIMIT ?)"
-                f" AND status = 'queued' RETURNING id",
+                f" AND status = 'queued' RETURNING id, source, route",
                 (finished_at, *params, limit),
             ).fetchall()
-        return [row[0] for row in found]
+        return [CancelledRow(*row) for row in found]
 
     def tasks_by_id(self, ids: Sequence[int]) -> list[Task]:
         """The tasks with these ids (missing ones left out), in id order."""

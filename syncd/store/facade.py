@@ -484,9 +484,12 @@ class Store(Successes, SourceRows, Cancels):
         since: str | None = None,
         until: str | None = None,
         limit: int = 100,
+        before: tuple[str, int] | None = None,
     ) -> list[Task]:
         """Finished tasks, newest first. `since` <= finished_at <= `until`; a trigger without
-        a colon ("schedule", "retry") matches every trigger of that kind."""
+        a colon ("schedule", "retry") matches every trigger of that kind. `before` is a
+        page cursor, (finished_at, id) of the last row seen: rows strictly after it in this
+        order (many rows share one finished_at after a bulk cancel)."""
         final = sorted(s.value for s in (FINAL if statuses is None else statuses) if s in FINAL)
         if not final:
             return []
@@ -506,5 +509,8 @@ class Store(Successes, SourceRows, Cancels):
             if value is not None:
                 where.append(f"finished_at {op} ?")
                 params.append(value)
+        if before is not None:
+            where.append("(finished_at < ? OR (finished_at = ? AND id < ?))")
+            params += [before[0], before[0], before[1]]
         tail = f"{HISTORY_ORDER} LIMIT ?"
         return self._tasks(" AND ".join(where), [*params, limit], tail, FINISHED_INDEX)

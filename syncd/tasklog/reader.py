@@ -76,13 +76,24 @@ def _layout(fd: int, path: Path) -> tuple[list[_Piece], bool]:
     return pieces, len(pieces) > 1
 
 
-def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int, bool]:
+@dataclass(frozen=True)
+class LogSlice:
+    """Part of a log: its text, where it ends (the offset to pass back), whether the log
+    was capped, and the output's whole length so far (`end`: where a tail starts from)."""
+
+    text: str
+    next_offset: int
+    capped: bool
+    end: int
+
+
+def read_slice(path: Path, offset: int = 0, limit: int = 1 << 20) -> LogSlice:
     """Up to `limit` bytes of output from output offset `offset`.
 
-    Returns (text, next offset, capped). Text is decoded with replacement characters and
-    shows omitted ranges as the marker line. The next offset is where the returned text ends:
-    the log's whole output length when it reaches the end, so a follower passes it back as
-    `offset`. Raises FileNotFoundError if there is no log."""
+    Text is decoded with replacement characters and shows omitted ranges as the marker
+    line. The next offset is where the returned text ends: the log's whole output length
+    when it reaches the end, so a follower passes it back as `offset`. Raises
+    FileNotFoundError if there is no log."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         pieces, capped = _layout(fd, path)
@@ -94,7 +105,14 @@ def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, in
                     os.close(piece.fd)
     finally:
         os.close(fd)
-    return data.decode("utf-8", "replace"), pos, capped
+    end = pieces[-1].end if pieces else 0
+    return LogSlice(data.decode("utf-8", "replace"), pos, capped, end)
+
+
+def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int, bool]:
+    """(text, next offset, capped): `read_slice` without the end."""
+    got = read_slice(path, offset, limit)
+    return got.text, got.next_offset, got.capped
 
 
 def _extract(pieces: list[_Piece], offset: int, limit: int) -> tuple[bytes, int]:

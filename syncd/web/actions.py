@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from syncd.config.model import WebSettings
 from syncd.ctl.client import DaemonError, DaemonUnreachable
 from syncd.web.link import DaemonLink
+from syncd.web.query import number
 from syncd.web.security import SESSION_COOKIE, SESSION_SECONDS, Sessions, client_address, is_https
 
 
@@ -49,9 +50,10 @@ class BadInput(ValueError):
 
 def _int(form: dict[str, str], key: str, lo: int, hi: int) -> int:
     text = form.get(key, "").strip()
-    if not text.lstrip("-").isdigit() or not lo <= int(text) <= hi:
+    value = number(text, signed=True)
+    if value is None or not lo <= value <= hi:
         raise BadInput(f"{key}: expected a whole number {lo}..{hi}, got {text!r}")
-    return int(text)
+    return value
 
 
 def _name(form: dict[str, str], key: str) -> str:

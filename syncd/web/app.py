@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from importlib import resources
@@ -32,10 +33,12 @@ from syncd.ctl.client import Client, DaemonError, DaemonUnreachable
 from syncd.ctl.metrics import CONTENT_TYPE, exposition
 from syncd.web import actions, history, views
 from syncd.web.link import DaemonLink
+from syncd.web.query import number
 from syncd.web.security import CSRF_COOKIE, SESSION_COOKIE, Guard, Sessions, is_https
 from syncd.web.sse import Hub, frame
 from syncd.web.templating import environment
 
+FOLLOW_IDLE_SECONDS = 1.0  # how soon a live log's thread notices its browser left
 # Each live page: the sections a change re-renders, by element id and partial template.
 LIVE = {
     "overview": {
@@ -145,8 +148,8 @@ def create_app(settings: WebSettings, socket_path: Path, token: str | None = Non
             raise _Down(str(exc)) from None
 
     async def overview(request: Request) -> Response:
-        after = request.query_params.get("queue_after", "")
-        ctx = await guarded(request, views.overview, int(after) if after.isdigit() else None)
+        after = number(request.query_params.get("queue_after"))
+        ctx = await guarded(request, views.overview, after)
         return web.page(request, "overview.html", {**ctx, "live": "overview"})
 
     async def task(request: Request) -> Response:
@@ -164,6 +167,8 @@ def create_app(settings: WebSettings, socket_path: Path, token: str | None = Non
 
     async def history_export(request: Request) -> Response:
         kind = request.path_params["kind"]
+        if kind not in history.EXPORT_KINDS:  # it is also the file name's extension
+            return web.message(request, "Not found", f"No export as {kind!r}: csv or json.", 404)
         q = history.Query.parse(request.query_params)
         try:
             body, media = await guarded(request, history.export, q, kind)
@@ -219,13 +224,17 @@ def create_app(settings: WebSettings, socket_path: Path, token: str | None = Non
         key = page
         extra = None
         if page == "task":
-            task_id = request.query_params.get("id", "")
-            if not task_id.isdigit():
+            task_id = number(request.query_params.get("id"))
+            if task_id is None:
                 return PlainTextResponse("id: a task id is required\n", 400)
             key = f"task:{task_id}"
-            offset = request.query_params.get("log_offset", "")
-            if offset.isdigit():
-                extra = follow_log(web, int(task_id), int(offset))
+            # A reconnecting browser says where its log ended; the page's offset otherwise.
+            resume = number(request.headers.get("last-event-id"))
+            offset = (
+                resume if resume is not None else number(request.query_params.get("log_offset"))
+            )
+            if offset is not None:
+                extra = follow_log(web, task_id, offset)
         elif page not in LIVE:
             return PlainTextResponse(f"page: one of {', '.join(LIVE)}\n", 400)
         return StreamingResponse(
@@ -305,35 +314,46 @@ class _Down(Exception):
 
 
 async def follow_log(web: Web, task_id: int, offset: int) -> AsyncIterator[str]:
-    """One browser's live log of a running task: the `logs` follow stream, read in a thread."""
+    """One browser's live log of a running task: the `logs` follow stream, read in a thread
+    of its own (a browser that leaves must not hold one of the shared executor's threads
+    until the task ends: that starved every other live log). The thread looks at `stop`
+    every FOLLOW_IDLE_SECONDS at least and then ends, closing its daemon connection.
+
+    Each frame's event id is the offset after it: a browser that reconnects sends it back
+    (`Last-Event-ID`) and the log resumes there instead of repeating from the start."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the web is stopping
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def read() -> None:
         client = Client(web.link.socket, timeout=None, origin="syncd web")
+        args = {"id": task_id, "follow": True, "offset": offset}
         try:
-            for item in client.open_stream(
-                "logs", {"id": task_id, "follow": True, "offset": offset}
-            ):
+            for item in client.open_stream("logs", args, idle=FOLLOW_IDLE_SECONDS):
+                if stop.is_set():
+                    break
                 if item is not None and "text" in item:
-                    loop.call_soon_threadsafe(queue.put_nowait, frame("log", item))
+                    put(frame("log", item, event_id=str(item.get("offset", ""))))
                 elif item is not None:
                     break
-        except (DaemonUnreachable, DaemonError):
+        except (DaemonUnreachable, DaemonError, OSError):
             pass
         finally:
             client.close()
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            put(None)
 
-    thread_future = loop.run_in_executor(None, read)
+    threading.Thread(target=read, name=f"web-log-{task_id}", daemon=True).start()
     try:
         while (item := await queue.get()) is not None:
             yield item
     finally:
-        if not thread_future.done():
-            thread_future.cancel()
+        stop.set()
 
 
 def bind(host: str, port: int) -> socket.socket:

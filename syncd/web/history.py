@@ -17,9 +17,11 @@ from syncd.core.models import FINAL_NAMES
 from syncd.ctl.app import since_iso
 from syncd.ctl.client import DaemonError
 from syncd.web.link import DaemonLink
+from syncd.web.query import number
 from syncd.web.views import PAGE, now_utc
 
 EXPORT_LIMIT = 10000
+EXPORT_KINDS = ("csv", "json")
 FILTERS = ("source", "sync_type", "status", "trigger", "since", "until")
 CSV_FIELDS = (
     "id", "source", "sync_type", "route", "status", "trigger", "attempt", "priority",
@@ -42,8 +44,8 @@ class Query:
                 q.filters[key] = value[:200]
         before = params.get("before")
         if before:
-            if before.isdigit():
-                q.before = int(before)
+            if (cursor := number(before)) is not None and cursor > 0:
+                q.before = cursor
             else:
                 q.errors.append(f"before: {before!r} is not a task id")
         return q
@@ -90,21 +92,12 @@ def page(link: DaemonLink, q: Query) -> dict[str, Any]:
 
 
 def fetch(link: DaemonLink, q: Query, args: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    """Newest first, starting after task `before` in that order (finished_at, then id)."""
-    if q.before is None:
-        tasks: list[dict[str, Any]] = link.call("history", limit=limit, **args)["tasks"]
-        return tasks
-    cursor = link.call("get", id=q.before)["task"]
-    at = cursor.get("finished_at")
-    if at is None:
-        return []
-    # Rows finished at the cursor's very instant are ordered by id: fetch a few extra.
-    until = min(at, args["until"]) if "until" in args else at
-    tasks = link.call("history", limit=min(limit + 50, EXPORT_LIMIT), **{**args, "until": until})[
-        "tasks"
-    ]
-    after = [t for t in tasks if (t["finished_at"], t["id"]) < (at, q.before)]
-    return after[:limit]
+    """Newest first, starting after task `before` in that order (finished_at, then id): the
+    daemon pages on both, so rows that share one finished_at are all reachable."""
+    if q.before is not None:
+        args = {**args, "before_id": q.before}
+    tasks: list[dict[str, Any]] = link.call("history", limit=limit, **args)["tasks"]
+    return tasks
 
 
 def export(link: DaemonLink, q: Query, kind: str) -> tuple[str, str]:

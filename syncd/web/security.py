@@ -75,9 +75,10 @@ def _with_headers(send: Send) -> Callable[[Message], Awaitable[None]]:
 
 
 def client_address(request: Request, trust_proxy: bool) -> str:
-    """Who is asking: the peer, or with trust_proxy the first X-Forwarded-For hop."""
+    """Who is asking: the peer, or with trust_proxy the address our proxy appended to
+    X-Forwarded-For (the last entry: the ones before it are whatever the client sent)."""
     if trust_proxy:
-        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
         if forwarded:
             return forwarded[:100]
     return request.client.host if request.client else "unknown"

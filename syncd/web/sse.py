@@ -45,8 +45,10 @@ def pages_for(event: dict[str, Any]) -> set[str]:
     return keys
 
 
-def frame(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def frame(event: str, data: Any, event_id: str | None = None) -> str:
+    """One SSE message; with `event_id`, the browser sends it back when it reconnects."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 class Hub:
@@ -148,6 +150,9 @@ class Hub:
                 fragments = await run_in_threadpool(self.build, key)
             except (DaemonUnreachable, DaemonError) as exc:
                 log.warning("live update of %s: %s", key, exc)
+                continue
+            except Exception:  # a bug in one page must not drop the other pages' updates
+                log.exception("live update of %s failed", key)
                 continue
             message = frame("fragments", fragments)
             for q in list(queues):

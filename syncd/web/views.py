@@ -119,13 +119,14 @@ def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str
 
 
 def log_excerpt(link: DaemonLink, task_id: int) -> tuple[str, str | None, int]:
-    """The whole log when short; else its first and last LOG_CHUNK bytes."""
-    first = link.call("logs", id=task_id)
-    size = int(first.get("size", 0))
-    if size <= 2 * LOG_CHUNK:
-        return first.get("text", ""), None, size
-    tail = link.call("logs", id=task_id, offset=size - LOG_CHUNK)
-    return first.get("text", "")[:LOG_CHUNK], tail.get("text", ""), size
+    """The whole log when short; else its first and last LOG_CHUNK bytes. The size is the
+    output's length so far (`end`), where a live follow starts."""
+    first = link.call("logs", id=task_id, limit=2 * LOG_CHUNK)
+    end = int(first.get("end", 0))
+    if end <= 2 * LOG_CHUNK:
+        return first.get("text", ""), None, end
+    tail = link.call("logs", id=task_id, offset=end - LOG_CHUNK, limit=LOG_CHUNK)
+    return first.get("text", "")[:LOG_CHUNK], tail.get("text", ""), end
 
 
 def chain(link: DaemonLink, task: dict[str, Any]) -> list[dict[str, Any]]:

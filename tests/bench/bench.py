@@ -280,13 +280,33 @@ def run_gap(d: DaemonProc, conn: Conn, n: int) -> dict[str, Any]:
         stamps.append((s, s))
     job = gaps(stamps, 2)
     rows = row_gaps(done)
+    freed = exit_to_free(done, [s for s, _ in stamps])
     return {
         "ran": len(done),
         "job_median_ms": ms(statistics.median(job)),
         "job_p95_ms": ms(pct(job, 95)),
         "daemon_median_ms": ms(statistics.median(rows)),
         "daemon_p95_ms": ms(pct(rows, 95)),
+        "exit_free_median_ms": ms(statistics.median(freed)),
+        "exit_free_p95_ms": ms(pct(freed, 95)),
     }
+
+
+def exit_to_free(tasks: list[dict[str, Any]], ends: list[float]) -> list[float]:
+    """Process exit -> its slot given to the next task (issue 15: within 1 ms). The exit is
+    the job's own last act (date prints its clock, then exits: an upper bound by the exit's
+    own cost); the slot is given away when the finish's transaction claims the next task,
+    whose row `started_at` is stamped with that instant (same machine, same real-time
+    clock). Replayed over 2 slots like the gaps: every claim after the first two takes the
+    slot freed earliest before it."""
+    from syncd.core.clock import parse_iso
+
+    spans = []
+    for t, end in zip(tasks, ends, strict=True):
+        start = parse_iso(t["started_at"])
+        assert start is not None
+        spans.append((start.timestamp(), end))
+    return gaps(spans, 2)
 
 
 def bench_gap(args: argparse.Namespace) -> dict[str, Any]:
@@ -631,8 +651,10 @@ def table(results: dict[str, Any]) -> str:
              f"{g['floor_median_ms']} / {g['floor_p95_ms']} ms", ""),
             ("  syncd overhead over the floor (median)", f"{g['overhead_median_ms']} ms",
              "≤ 0.5 ms"),
-            ("  daemon clock: finish → next claim, row times (one commit: 0 when refilled)",
+            ("  daemon clock: finish → next claim, row times (median / p95)",
              f"{g['daemon_median_ms']} / {g['daemon_p95_ms']} ms", "≤ 0.5 / 2 ms"),
+            ("  process exit → slot given to the next task (median / p95)",
+             f"{g['exit_free_median_ms']} / {g['exit_free_p95_ms']} ms", "≤ 1 ms"),
         ]  # fmt: skip
     s = results.get("submit")
     if s:

@@ -15,7 +15,14 @@ from syncd.ctl.client import DaemonError
 from syncd.web import charts
 from syncd.web.actions import BadInput, parse_params
 from syncd.web.app import create_app
-from syncd.web.security import SESSION_SECONDS, Sessions, host_only, read_token
+from syncd.web.query import number
+from syncd.web.security import (
+    SESSION_SECONDS,
+    Sessions,
+    client_address,
+    host_only,
+    read_token,
+)
 
 
 def test_host_only() -> None:
@@ -23,6 +30,24 @@ def test_host_only() -> None:
     assert host_only("[::1]:8790") == "[::1]"
     assert host_only("[::1]") == "[::1]"
     assert host_only("localhost") == "localhost"
+
+
+def test_the_audited_address_is_the_one_our_proxy_appended() -> None:
+    """The client writes the leftmost X-Forwarded-For entries itself; the proxy appends."""
+    from starlette.requests import Request
+
+    headers = [(b"x-forwarded-for", b"6.6.6.6, 10.1.2.3")]
+    scope = {"type": "http", "headers": headers, "client": ("127.0.0.1", 5000)}
+    request = Request(scope)
+    assert client_address(request, trust_proxy=True) == "10.1.2.3"
+    assert client_address(request, trust_proxy=False) == "127.0.0.1"
+
+
+def test_numbers_are_ascii_digits_that_fit_sqlite() -> None:
+    assert [number(t) for t in ("12", " 7 ", "0", None, "", "²", "١٢", "1e3", "-3")] == [
+        12, 7, 0, None, None, None, None, None, None,
+    ]  # fmt: skip
+    assert number("-3", signed=True) == -3 and number("9" * 19) is None
 
 
 def test_sessions_are_signed_and_expire() -> None:

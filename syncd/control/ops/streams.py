@@ -13,15 +13,21 @@ from syncd.control.protocol import Arg
 from syncd.core import paths
 from syncd.core.events import EVENT_KINDS
 from syncd.core.models import FINAL
-from syncd.tasklog.reader import read_log
+from syncd.tasklog.reader import read_log, read_slice
 
 LOG_FOLLOW_POLL_SECONDS = 0.2
+READ_MAX = 1 << 20  # bytes of output in one reply (a stream frame, or a plain read)
 
 
 @OPS.op(
     "logs",
     "a task's output; with follow, a stream until the task ends",
-    {"id": ID, "follow": Arg("bool", False), "offset": Arg("int", 0, min=0)},
+    {
+        "id": ID,
+        "follow": Arg("bool", False),
+        "offset": Arg("int", 0, min=0),
+        "limit": Arg("int", READ_MAX, min=1, max=READ_MAX, help="bytes per reply"),
+    },
     command="logs",
     mutating=False,
     stream=True,
@@ -32,10 +38,12 @@ def logs(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     offset = args.get("offset", 0)
     if not args.get("follow"):
         try:
-            text, size, truncated = read_log(path, offset)
+            got = read_slice(path, offset, args.get("limit", READ_MAX))
         except FileNotFoundError:  # not started yet, spawn failed early, or pruned
-            return {"text": "", "size": 0, "truncated": False}
-        return {"text": text, "size": size, "truncated": truncated}
+            return {"text": "", "size": 0, "end": 0, "truncated": False}
+        # `size`: where this text ends (the next offset); `end`: the output's length so far.
+        return {"text": got.text, "size": got.next_offset, "end": got.end,
+                "truncated": got.capped}  # fmt: skip
     return _follow_log(ctx, task.id, path, offset)
 
 

@@ -11,7 +11,7 @@ from syncd.control.ops.base import ID, OPS, SOURCE, STATUSES, Context, time_arg
 from syncd.control.protocol import Arg, Request
 from syncd.core.clock import iso
 from syncd.core.errors import SyncdError
-from syncd.core.models import TRIGGER_MANUAL, NewTask, Status, Task
+from syncd.core.models import TRIGGER_MANUAL, ErrorCode, NewTask, Status, Task
 from syncd.service.explain import explain as explain_task
 from syncd.service.explain import reasons
 
@@ -175,12 +175,21 @@ def set_priority(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
         "since": Arg("str", help="ISO 8601"),
         "until": Arg("str", help="ISO 8601"),
         "limit": Arg("int", 100, min=1, max=10000),
+        "before_id": Arg("int", min=1, help="page cursor: rows after this task's place"),
     },
     command="history",
     mutating=False,
 )
 def history(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     statuses = args.get("status")
+    before = None
+    if args.get("before_id") is not None:
+        cursor = ctx.task(args["before_id"])
+        if cursor.finished_at is None:
+            raise SyncdError(
+                ErrorCode.INVALID_ARGS, f"before_id: task {cursor.id} has not finished"
+            )
+        before = (cursor.finished_at, cursor.id)
     tasks = ctx.d.store.history(
         source=args.get("source"),
         sync_type=args.get("sync_type"),
@@ -189,6 +198,7 @@ def history(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
         since=time_arg("since", args.get("since")),
         until=time_arg("until", args.get("until")),
         limit=args.get("limit", 100),
+        before=before,
     )
     return {"tasks": [t.to_dict() for t in tasks]}
 
