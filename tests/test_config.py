@@ -77,6 +77,13 @@ PREFIX = '[defaults]\ncommand_prefix = ["python", "manage.py"]\n'
         ("history_days = inf", "daemon.history_days: inf is not a positive number"),
         ("retention_minutes = nan", "daemon.retention_minutes: nan is not a positive number"),
         ("max_lost_requeues = -1", "daemon.max_lost_requeues: -1 is out of range 0.."),
+        # Each overflowed a timedelta at run time: start exited 70, a reload half-applied,
+        # a breaker's cooldown left its task `running` with no process.
+        ("history_days = 1e9", "daemon.history_days: 1e+09 is out of range (at most 3650 days"),
+        ("stale_minutes = 1e12", "daemon.stale_minutes: 1e+12 is out of range (at most 5.256e+06"),
+        ("kill_grace_seconds = 1e300", "daemon.kill_grace_seconds: 1e+300 is out of range"),
+        ("max_lost_requeues = 99999999999999999999",
+         "daemon.max_lost_requeues: 99999999999999999999 is out of range (at most 92233"),
         ("log_max_bytes = 10", "daemon.log_max_bytes: 10 is out of range 1024.."),
         ("socket_mode = 660", 'daemon.socket_mode: expected an octal string like "0660", got 660'),
         ('socket_mode = "0999"', "daemon.socket_mode: expected an octal string like \"0660\""),
@@ -210,6 +217,8 @@ def test_argv0_with_slash_is_a_path_relative_to_cwd(env: dict[str, str], tmp_pat
         ('{ command = "a", priority = 12 }', ".priority: 12 is out of range 0..9"),
         ('{ command = "a", retries = -1 }', ".retries: -1 is out of range 0.."),
         ('{ command = "a", timeout_minutes = 0 }', ".timeout_minutes: 0 is not a positive number"),
+        ('{ command = "a", timeout_minutes = 6e6 }', ".timeout_minutes: 6e+06 is out of range"),
+        ('{ command = "a", retry_backoff_seconds = 1e10 }', ".retry_backoff_seconds: 1e+10 is out"),
         ('{ command = "a", env = { "A B" = "1" } }',
          ".env.\"A B\": 'A B' is not a valid environment variable name"),
         ('{ command = "a", env = { N = 1 } }', ".env.N: expected a string, got 1 (integer)"),
@@ -574,6 +583,14 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
 
 
 # -- warnings ---------------------------------------------------------------------------------
+def test_a_group_name_with_a_nul_is_a_group_that_does_not_exist(env: dict[str, str]) -> None:
+    """getgrnam raised ValueError on it: `syncd check` printed a traceback."""
+    cfg = load('[daemon]\ncontrol_group = "a\\u0000b"\n', env)
+    assert [str(w) for w in cfg.warnings] == [
+        "warning: daemon.control_group: group 'a\\x00b' does not exist on this system"
+    ]
+
+
 def test_missing_cwd_env_file_and_group_are_warnings(env: dict[str, str]) -> None:
     cfg = load(
         """

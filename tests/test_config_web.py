@@ -68,6 +68,9 @@ def test_values_and_derived_defaults(tmp_path: Path) -> None:
         ('allowed_hosts = ["ok", 3]', "web.allowed_hosts[1]: expected a non-empty string"),
         ('base_path = "syncd"', "web.base_path: expected an absolute URL path"),
         ('base_path = "/a b"', "web.base_path: expected an absolute URL path"),
+        # The old pattern took about 2^n steps to refuse these: `syncd check` hung.
+        ('base_path = "/operations-dashboard-for-syncd-prod-eu?"', "web.base_path: expected an"),
+        (f'base_path = "/{"a" * 5000} "', "web.base_path: expected an absolute URL path"),
         ("trust_proxi = true", "web.trust_proxi: unknown key; did you mean 'trust_proxy'?"),
         ('token_file = ""', "web.token_file: must not be empty"),
     ],

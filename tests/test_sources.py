@@ -283,6 +283,10 @@ def test_the_deferral_chain_is_bounded_and_spends_no_retry(
         ("breaker = { failures = 5 }", "sources.crm.breaker: missing key 'cooldown_minutes'"),
         ("breaker = { failures = 0, cooldown_minutes = 1 }", "sources.crm.breaker.failures: 0"),
         ("breaker = { failures = 1, cooldown_minutes = 1, x = 1 }", "sources.crm.breaker.x: un"),
+        (
+            "breaker = { failures = 1, cooldown_minutes = 1e12 }",
+            "sources.crm.breaker.cooldown_minutes: 1e+12 is out of range",
+        ),
         ("max_deferrals = -1", "sources.crm.max_deferrals: -1 is out of range"),
     ],
 )

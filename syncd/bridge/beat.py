@@ -96,11 +96,10 @@ def parse_map(text: str, routes: RouteTable) -> tuple[str, Target]:
     for i, ch in enumerate(where):
         if ch == ".":
             source, stype = where[:i], where[i + 1 :]
-            try:
-                routes.resolve(source, stype)
-            except SyncdError:
-                continue
-            found.append(Target(normalise(source), normalise(stype)))
+            # A declared route only: through a source's fallback a typo ("dealz") would
+            # run the fallback's command (a full resync, say) on the task's schedule.
+            if routes.route(source, stype) is not None:
+                found.append(Target(normalise(source), normalise(stype)))
     if len(found) != 1:
         why = "names no route" if not found else "is ambiguous"
         raise MapError(f"{text!r}: {where!r} {why} (expected SOURCE.SYNC_TYPE of the config)")

@@ -237,7 +237,7 @@ class Loader:
 def _group_exists(name: str) -> bool:
     try:
         grp.getgrnam(name)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         return False
     return True
 

@@ -34,6 +34,11 @@ def label(index: int, item: Any) -> str:
     return f"schedules[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
 
 
+INT64_MAX = 2**63 - 1
+# Ten years in each unit a duration key ends in (`kill_grace_seconds`, `stale_minutes`, ...).
+DURATION_MAX = {"seconds": 315_360_000.0, "minutes": 5_256_000.0, "days": 3_650.0}
+
+
 class Checker:
     """Collects (key path, message) errors and warnings; relative paths join `base_dir`."""
 
@@ -82,6 +87,9 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(path, f"expected an integer, got {self.show(value)}")
             return None
+        if hi is None and value > INT64_MAX:  # SQLite's integers: a bigger one cannot be stored
+            self.error(path, f"{value} is out of range (at most {INT64_MAX})")
+            return None
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             span = f"{lo}..{hi}" if hi is not None else f"{lo}.. (at least {lo})"
             self.error(path, f"{value} is out of range {span}")
@@ -96,16 +104,28 @@ class Checker:
         if not math.isfinite(value) or value < minimum:
             self.error(path, f"{value} is out of range (must be >= {minimum:g})")
             return None
-        return float(value)
+        return self._within_ten_years(path, float(value))
 
     def positive(self, path: str, value: Any) -> float | None:
+        """Durations that must be above 0, at most ten years in the key's unit."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.error(path, f"expected a number, got {self.show(value)}")
             return None
         if not math.isfinite(value) or value <= 0:
             self.error(path, f"{value} is not a positive number")
             return None
-        return float(value)
+        return self._within_ten_years(path, float(value))
+
+    def _within_ten_years(self, path: str, value: float) -> float | None:
+        """A duration past ten years is a typo, and past about 2.7 million years every
+        timedelta built from it overflows at run time (a task's end, a prune, a reload)."""
+        unit = path.rsplit("_", 1)[-1].lower()  # also an env variable: WORKER_POOL_STALE_MINUTES
+        cap = DURATION_MAX.get(unit)
+        assert cap is not None, f"{path}: a duration key names its unit"
+        if value > cap:
+            self.error(path, f"{value:g} is out of range (at most {cap:g} {unit}: ten years)")
+            return None
+        return value
 
     def string(self, path: str, value: Any) -> str | None:
         if not isinstance(value, str):

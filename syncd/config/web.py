@@ -11,7 +11,9 @@ from syncd.config.toml import Checker
 
 KEYS = ("listen", "actions", "token_file", "allowed_hosts", "base_path", "trust_proxy")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]/]+)):(?P<port>[0-9]{1,5})")
-_BASE_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/?)*")
+# Segments each followed by a slash, then maybe one without: one way to match any path
+# (an optional slash inside a repeated group made a failing match exponential in its length).
+_BASE_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*(?:[A-Za-z0-9._~-]+)?")
 
 
 def parse_listen(text: str, *, allow_any_port: bool = False) -> tuple[str, int] | None:

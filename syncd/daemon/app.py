@@ -329,6 +329,7 @@ class Daemon:
             }
             if dry_run:
                 return result
+            authorizer = Authorizer(new.daemon.control_group)  # built before anything changes
             self.config = new
             self.dispatcher.update_config(routes, new.daemon)
             self.scheduler.update(new.schedules)
@@ -336,7 +337,7 @@ class Daemon:
                 prune_at=new.daemon.prune_at, history_days=new.daemon.history_days
             )
             # Checked on each request: the new group's rights hold from the next one.
-            self.server.authorizer = Authorizer(new.daemon.control_group)
+            self.server.authorizer = authorizer
             self.poke_scheduler()
             log.info(
                 "config reloaded by %s: %s",
@@ -410,5 +411,7 @@ def run_daemon(config: Config) -> int:
                 daemon.reload(requested_by="SIGHUP")
             except SyncdError as exc:
                 log.error("SIGHUP reload rejected: %s", exc.message)
+            except Exception:  # a bug in applying it must not end the daemon and orphan tasks
+                log.exception("SIGHUP reload failed; the daemon goes on")
     daemon.stop()
     return EXIT_OK

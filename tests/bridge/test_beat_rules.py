@@ -210,6 +210,18 @@ def test_map_parsing_tries_every_dot() -> None:
             parse_map(bad, table)
 
 
+def test_a_map_to_a_mistyped_sync_type_is_refused_even_with_a_fallback() -> None:
+    """Through the fallback, `crm.dealz` resolved to the `all` route: a full resync on the
+    imported task's schedule, with exit 0 and nothing reported."""
+    text = CONFIG.replace("[sources.crm.routes]", '[sources.crm]\nfallback = "all"\n'
+                          '[sources.crm.routes]\nall = "sync_crm_all"')  # fmt: skip
+    table = RouteTable.from_config(loads_config(text, base_dir=Path("/")))
+    assert table.resolve("crm", "dealz").route.sync_type == "all"  # the fallback is there
+    assert parse_map("t=crm.all", table) == ("t", Target("crm", "all"))
+    with pytest.raises(MapError, match="names no route"):
+        parse_map("t=crm.dealz", table)
+
+
 def test_disabled_expired_and_future_expiry() -> None:
     conv = convert(
         dump(
