@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.tasklog import writer as tasklog
-from syncd.tasklog.reader import read_log
+from syncd.tasklog.reader import read_log, read_slice
 from syncd.tasklog.writer import MARKER, PROGRESS_MAX, TaskLog, remove_log, tail_dir
 
 
@@ -42,6 +42,32 @@ def disk_usage(path: Path) -> int:
     if tail.exists():
         total += sum(p.stat().st_size for p in tail.iterdir())
     return total
+
+
+def test_reads_never_cut_a_character_in_two(tmp_path: Path) -> None:
+    """Each read was decoded on its own: a character split by the 1 MiB limit (or by what
+    a running task had written so far) became two replacement characters, while the
+    offset moved past it, so the log as read was not the log as written."""
+    path = tmp_path / "1.log"
+    text = "a€" * 1000  # 4 bytes per pair: any odd limit lands inside a €
+    log = TaskLog(path, 1 << 20)
+    log.write(text.encode())
+    for limit in (1, 2, 3, 5, 7, 1000):
+        got, at = [], 0
+        while at < len(text.encode()):
+            part = read_slice(path, at, limit)
+            assert part.next_offset > at or limit < 3, (limit, at)
+            if part.next_offset == at:  # shorter than one character: ask for more
+                part = read_slice(path, at, 3)
+            got.append(part.text)
+            at = part.next_offset
+        assert "".join(got) == text, limit
+    log.write("é".encode()[:1])  # a running task has written half a character so far
+    running = read_slice(path, len(text.encode()) - 3, final=False)
+    assert (running.text, running.next_offset) == ("€", len(text.encode()))  # the half waits
+    ended = read_slice(path, len(text.encode()), final=True)  # it never came: say so
+    assert (ended.text, ended.next_offset) == ("\ufffd", len(text.encode()) + 1)
+    log.close()
 
 
 def test_small_log_is_written_as_is(tmp_path: Path) -> None:

@@ -83,8 +83,11 @@ def logs(task_id: int, follow: bool) -> None:
         r = call("logs", id=task_id)
         text = [r.get("text", "")]
         while r.get("size", 0) < r.get("end", 0):  # a reply carries at most 1 MiB
-            r = call("logs", id=task_id, offset=r["size"])
+            at = r["size"]
+            r = call("logs", id=task_id, offset=at)
             text.append(r.get("text", ""))
+            if r.get("size", 0) <= at:  # a running task's last character is half written
+                break
         if want_json():
             return emit({**r, "text": "".join(text)}, str)
         click.echo("".join(text), nl=False)

@@ -5,6 +5,7 @@ invalid UTF-8 is replaced only here."""
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 from dataclasses import dataclass
@@ -87,13 +88,16 @@ class LogSlice:
     end: int
 
 
-def read_slice(path: Path, offset: int = 0, limit: int = 1 << 20) -> LogSlice:
+def read_slice(
+    path: Path, offset: int = 0, limit: int = 1 << 20, *, final: bool = True
+) -> LogSlice:
     """Up to `limit` bytes of output from output offset `offset`.
 
     Text is decoded with replacement characters and shows omitted ranges as the marker
     line. The next offset is where the returned text ends: the log's whole output length
-    when it reaches the end, so a follower passes it back as `offset`. Raises
-    FileNotFoundError if there is no log."""
+    when it reaches the end, so a follower passes it back as `offset`. A character cut by
+    the limit (or, unless `final`, by the end of what a running task wrote so far) is left
+    for the next read rather than replaced. Raises FileNotFoundError if there is no log."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         pieces, capped = _layout(fd, path)
@@ -106,12 +110,17 @@ def read_slice(path: Path, offset: int = 0, limit: int = 1 << 20) -> LogSlice:
     finally:
         os.close(fd)
     end = pieces[-1].end if pieces else 0
-    return LogSlice(data.decode("utf-8", "replace"), pos, capped, end)
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    text = decoder.decode(data, final=final and pos >= end)
+    held = len(decoder.getstate()[0])  # the start of a character whose rest comes later
+    return LogSlice(text, pos - held, capped, end)
 
 
-def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int, bool]:
+def read_log(
+    path: Path, offset: int = 0, limit: int = 1 << 20, *, final: bool = True
+) -> tuple[str, int, bool]:
     """(text, next offset, capped): `read_slice` without the end."""
-    got = read_slice(path, offset, limit)
+    got = read_slice(path, offset, limit, final=final)
     return got.text, got.next_offset, got.capped
 
 

@@ -38,7 +38,7 @@ def logs(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
     offset = args.get("offset", 0)
     if not args.get("follow"):
         try:
-            got = read_slice(path, offset, args.get("limit", READ_MAX))
+            got = read_slice(path, offset, args.get("limit", READ_MAX), final=task.status in FINAL)
         except FileNotFoundError:  # not started yet, spawn failed early, or pruned
             return {"text": "", "size": 0, "end": 0, "truncated": False}
         # `size`: where this text ends (the next offset); `end`: the output's length so far.
@@ -54,7 +54,7 @@ def _follow_log(
         task = ctx.d.store.get(task_id)
         final = task is None or task.status in FINAL
         try:
-            text, size, _ = read_log(path, offset)
+            text, size, _ = read_log(path, offset, final=final)
         except FileNotFoundError:
             text, size = "", offset
         if text:
