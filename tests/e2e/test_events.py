@@ -79,3 +79,19 @@ def test_watch_sees_reset_state_and_priority_changes(
         assert cancelled_ids(events) == set(ids)
     finally:
         conn.close()
+
+
+def test_source_filters_are_normalised_like_submit(make_daemon: Callable[..., DaemonProc]) -> None:
+    """submit stores "Alpha " as alpha; the filters compared the raw text, so `clear-queue
+    --source Alpha` cancelled nothing and said "cancelled 0" with exit 0, and list and
+    history showed nothing; a source that is not configured is an error, not an empty queue."""
+    d = make_daemon({"alpha": {"routes": {"a1": "a1"}}})
+    d.call("pause")
+    task = d.call("submit", source="Alpha ", sync_type=" A1")["task"]
+    assert (task["source"], task["sync_type"]) == ("alpha", "a1")
+    assert [t["id"] for t in d.call("list", source="ALPHA")["tasks"]] == [task["id"]]
+    refused = d.request("clear_queue", source="alpah")
+    assert refused["error"]["code"] == "unknown_source" and "alpha" in refused["error"]["message"]
+    assert d.call("clear_queue", source=" Alpha") == {"cancelled": 1}
+    found = d.call("history", source="ALPHA", sync_type="A1")["tasks"]
+    assert [(t["id"], t["status"]) for t in found] == [(task["id"], "cancelled")]

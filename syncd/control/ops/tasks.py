@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from syncd.config.routing import normalise
 from syncd.control.auth import Peer
 from syncd.control.ops.base import ID, OPS, SOURCE, STATUSES, Context, time_arg
 from syncd.control.protocol import Arg, Request
@@ -14,8 +15,16 @@ from syncd.core.errors import SyncdError
 from syncd.core.models import TRIGGER_MANUAL, ErrorCode, NewTask, Status, Task
 from syncd.service.explain import explain as explain_task
 from syncd.service.explain import reasons
+from syncd.service.sources import known
 
 MAX_ITEMS = 1000
+
+
+def _name(text: str | None) -> str | None:
+    """A source or sync type as stored: submit lower-cases and strips them (SPEC 4), so a
+    filter must too, or `--source Alpha` finds nothing and says so without an error."""
+    return None if text is None else normalise(text)
+
 
 SUBMIT_ARGS: dict[str, Arg] = {
     "source": Arg("str", required=True, help="source name"),
@@ -48,7 +57,7 @@ def list_tasks(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
         finished_since = iso(ctx.d.clock.now() - retention)
     tasks, total = ctx.d.store.list_tasks(
         statuses=[Status(s) for s in statuses],
-        source=args.get("source"),
+        source=_name(args.get("source")),
         finished_since=finished_since,
         limit=args.get("limit", 200),
         after_id=args.get("after_id"),
@@ -191,8 +200,8 @@ def history(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
             )
         before = (cursor.finished_at, cursor.id)
     tasks = ctx.d.store.history(
-        source=args.get("source"),
-        sync_type=args.get("sync_type"),
+        source=_name(args.get("source")),
+        sync_type=_name(args.get("sync_type")),
         statuses=[Status(s) for s in statuses] if statuses else None,
         trigger=args.get("trigger"),
         since=time_arg("since", args.get("since")),
@@ -212,7 +221,10 @@ def explain(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
 
 @OPS.op("clear_queue", "cancel every queued task", {"source": SOURCE}, command="clear-queue")
 def clear_queue(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
-    return {"cancelled": ctx.d.tasks.clear_queue(args.get("source"))}
+    source = args.get("source")
+    # A source that is not configured has nothing queued (a reload fails the tasks of the
+    # routes it removes): "cancelled 0" for a typo would read as an empty queue.
+    return {"cancelled": ctx.d.tasks.clear_queue(None if source is None else known(ctx.d, source))}
 
 
 @OPS.op(
