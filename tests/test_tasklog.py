@@ -322,6 +322,10 @@ def test_full_disk_drops_output_with_a_marker(
     log.close()
     assert path.read_bytes() == b"a" * 100 + marker(1000) + b"c" * 100
     assert log.bytes_written == 1200
+    # Assembled, it is still read by output offset (its map says where the gap is): it was
+    # read as an uncapped file, so offsets were file offsets and its end was wrong.
+    assert read_log(path) == ("a" * 100 + marker(1000).decode() + "c" * 100, 1200, True)
+    assert read_log(path, 1150) == ("c" * 50, 1200, True)
 
 
 def test_full_disk_in_the_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,6 +342,27 @@ def test_full_disk_in_the_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     final = path.read_bytes()
     assert final == b"a" * 5000 + marker(10_300) + b"a" * 4700 + marker(500) + b"c" * 300
     assert not tail_dir(path).exists()
+    # A follower at output offset 20_600 gets the last 200 bytes: it got nothing (the file
+    # was read as uncapped, and it is shorter than that) and ended without the end.
+    assert read_log(path, 20_600) == ("c" * 200, 20_800, True)
+    text, end, capped = read_log(path)
+    assert (text, end, capped) == (final.decode(), 20_800, True)
+
+
+def test_output_dropped_at_the_end_reads_as_a_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FullDisk(monkeypatch, tmp_path)
+    path = tmp_path / "e.log"
+    log = TaskLog(path, 10_000)
+    log.write(b"a" * 100)
+    disk.full = True
+    log.write(b"b" * 50)
+    disk.full = False
+    log.close()
+    assert read_log(path) == ("a" * 100 + marker(50).decode(), 150, True)
+    assert read_log(path, 150) == ("", 150, True)
+    assert remove_log(path) > 0 and list(tmp_path.iterdir()) == []
 
 
 def test_failed_assembly_keeps_the_running_layout(

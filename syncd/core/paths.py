@@ -16,8 +16,9 @@ DB_NAME = "syncd.db"
 LOCK_NAME = "syncd.lock"
 LOG_DIR_NAME = "logs"
 
-# A task's log and what a crash may leave beside it (a temporary file, tail segments).
-_LOG_NAME = re.compile(r"([0-9]+)\.log(?:\.tmp|\.tail|\.tail\.old)?")
+# A task's log and what may be beside it (a temporary file, tail segments, the map of a log
+# whose output was dropped in places).
+_LOG_NAME = re.compile(r"([0-9]+)\.log(?:\.tmp|\.tail|\.tail\.old|\.map|\.map\.tmp)?")
 
 
 def first_dir(value: str) -> str:

@@ -11,7 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.tasklog.writer import MARKER, MARKER_FIXED, MARKER_RE, copy_range, tail_dir
+from syncd.tasklog.writer import (
+    MARKER,
+    MARKER_FIXED,
+    MARKER_RE,
+    copy_range,
+    read_map,
+    tail_dir,
+)
 
 
 @dataclass
@@ -61,6 +68,9 @@ def _open_segments(path: Path) -> list[_Piece]:
 
 def _layout(fd: int, path: Path) -> tuple[list[_Piece], bool]:
     size = os.fstat(fd).st_size
+    mapped = read_map(path, size)
+    if mapped is not None:  # assembled after output was dropped: gaps anywhere
+        return [_Piece(p.start, fd, p.file_offset, p.length) for p in mapped], True
     final = _final_layout(fd, size)
     if final is not None:
         head, omitted, marker_len = final

@@ -9,7 +9,9 @@ Layout while the task runs:
   `max_bytes` plus one segment and memory holds one read buffer.
 
 On close the final `<path>` is assembled (head + `\\n[syncd: N bytes omitted]\\n` + exactly the
-tail budget) in a temporary file, moved over `<path>`, and the segments are removed.
+tail budget) in a temporary file, moved over `<path>`, and the segments are removed. If output
+was dropped (a full disk), the file has other gaps too, and `<path>.map` says where each
+stored piece sits in the output (a reader cannot tell our markers from a job's own text).
 
 Readers (logread.py) address the log by *output offset*: the position in the stream of
 bytes the child wrote. For a log that was never capped that is the file offset; for a capped
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import logging
 import os
 import re
@@ -32,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ class TaskLog:
         self._tail = tail_dir(path)
         if os.path.lexists(self._tail):  # left by an earlier run under this name
             shutil.rmtree(self._tail, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(map_path(path))
         # The file is created at the first output: a task that prints nothing costs no file
         # (a lookup is ~30x cheaper than a create). A stale one of the same name goes.
         with contextlib.suppress(FileNotFoundError):
@@ -314,9 +319,13 @@ class TaskLog:
         tmp = self.path.with_name(self.path.name + ".tmp")
         old = self._tail.with_name(self._tail.name + ".old")
         try:
+            pieces: list[Piece] = []
             with open(tmp, "wb") as out:
-                self._copy_head(out)
-                self._copy_tail(out)
+                self._copy_head(out, pieces)
+                self._copy_tail(out, pieces)
+                size = out.tell()
+            if self.dropped:  # the layout is not head + one marker + tail: say what it is
+                write_map(map_path(self.path), size, pieces, self.bytes_written)
             # Hide the segments before replacing the head, so a reader never sees both the
             # final file and segments it already contains.
             if self._tail.exists():
@@ -331,12 +340,13 @@ class TaskLog:
             return
         shutil.rmtree(old, ignore_errors=True)
 
-    def _copy_head(self, out: BinaryIO) -> None:
+    def _copy_head(self, out: BinaryIO, pieces: list[Piece]) -> None:
         if self._head_fd is None:  # it could not be created: the marker covers its bytes
             return
+        pieces.append(Piece(0, out.tell(), self._head_len))
         copy_range(self._head_fd, 0, self._head_len, out)
 
-    def _copy_tail(self, out: BinaryIO) -> None:
+    def _copy_tail(self, out: BinaryIO, pieces: list[Piece]) -> None:
         skip = max(0, self._retained - self.tail_limit)
         expected = self._head_len  # output offset the file has reached
         for seg in self._segs:
@@ -348,6 +358,7 @@ class TaskLog:
             if begin > expected:
                 out.write(MARKER % (begin - expected))
             fd = os.open(self._tail / seg.name(), os.O_RDONLY | os.O_CLOEXEC)
+            pieces.append(Piece(begin, out.tell(), seg.length - first))
             try:
                 copy_range(fd, first, seg.length - first, out)
             finally:
@@ -367,11 +378,52 @@ def copy_range(src: int, offset: int, length: int, out: BinaryIO) -> None:
         length -= len(chunk)
 
 
+class Piece(NamedTuple):
+    """Stored output in an assembled log: its output offset, where it is in the file, and
+    its length."""
+
+    start: int
+    file_offset: int
+    length: int
+
+
+def map_path(path: Path) -> Path:
+    return path.with_name(path.name + ".map")
+
+
+def write_map(path: Path, size: int, pieces: list[Piece], end: int) -> None:
+    """The pieces of an assembled log of `size` bytes, and the output's length `end` (a
+    reader checks the size: a map that does not match the file describes another version
+    of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    body = {"size": size, "end": end, "pieces": [list(p) for p in pieces]}
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, path)
+
+
+def read_map(path: Path, size: int) -> list[Piece] | None:
+    """The pieces of the assembled log at `path`, if it has a map for this size; output
+    dropped at the end is a last piece of length 0 where the output ended."""
+    try:
+        raw = json.loads(map_path(path).read_text())
+        if raw["size"] != size:
+            return None
+        pieces = [Piece(int(a), int(b), int(c)) for a, b, c in raw["pieces"]]
+        end = int(raw["end"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    reached = pieces[-1].start + pieces[-1].length if pieces else 0
+    if end > reached:
+        pieces.append(Piece(end, size, 0))
+    return pieces
+
+
 def remove_log(path: Path) -> int:
     """Delete a task's log and what a crash may have left (segments, temporary file);
     return the bytes freed. Missing files are fine."""
     folders = [tail_dir(path), path.with_name(path.name + ".tail.old")]
-    files = [path, path.with_name(path.name + ".tmp")]
+    files = [path, path.with_name(path.name + ".tmp"), map_path(path)]
+    files.append(map_path(path).with_name(map_path(path).name + ".tmp"))
     for folder in folders:
         with contextlib.suppress(OSError):
             files.extend(folder / name for name in os.listdir(folder))
