@@ -163,6 +163,18 @@ def test_ids_are_never_reused(store: Store) -> None:
     assert [t.id for t, _ in batch] == [5, 6]
 
 
+def test_queued_tasks_a_reload_would_strand(store: Store) -> None:
+    """Only queued rows of the routes rejected, without reading every queued row."""
+    kept = queued(store, new(route="a"), new(route="b"))
+    gone = queued(store, new(route="c", params={"x": "1"}), new(route="c", params={"x": "2"}))
+    in_status(store, Status.FAILED, new(route="c"))  # finished: nothing to strand
+    other = queued(store, new(source="zendesk", route="c"))
+    found = store.queued_ids_of_routes_not_in(lambda source, route: route != "c")
+    assert sorted(found) == sorted(t.id for t in [*gone, *other])
+    keep_all = store.queued_ids_of_routes_not_in(lambda source, route: True)
+    assert keep_all == [] and len(kept) == 2
+
+
 def test_missing_ids_are_those_without_a_row(store: Store) -> None:
     a, b, c = (t.id for t in queued(store, new(route="a"), new(route="b"), new(route="c")))
     raw(store, "DELETE FROM tasks WHERE id = ?", (b,))

@@ -316,11 +316,9 @@ class Daemon:
             new = applicable(self.config, new)
             changes = diff_configs(self.config, new)
             routes = RouteTable.from_config(new)
-            affected = [
-                t.id
-                for t in self.store.tasks_with_status(Status.QUEUED)
-                if routes.route(t.source, t.route) is None
-            ]
+            affected = self.store.queued_ids_of_routes_not_in(
+                lambda source, route: routes.route(source, route) is not None
+            )
             result = {
                 "applied": not dry_run,
                 "changes": changes,

@@ -38,6 +38,7 @@ from syncd.store.rows import (
     QUEUE_INDEX,
     QUEUE_ORDER,
     RETURNING,
+    SOURCE_QUEUE_INDEX,
     canonical_params,
     chunks,
     follow_up_exists,
@@ -364,6 +365,24 @@ class Store(Successes, SourceRows, Cancels):
         if limit is not None:
             order, params = order + " LIMIT ?", [*params, limit]
         return self._tasks(where, params, order, index)
+
+    def queued_ids_of_routes_not_in(self, keep: Callable[[str, str], bool]) -> list[int]:
+        """Ids of queued tasks whose (source, route) `keep` rejects: what a
+        reload would strand. The distinct routes come from the queue's covering index, and
+        rows are read only for the routes rejected (a reload read every queued row)."""
+        pairs = self._read(
+            f"SELECT DISTINCT source, route FROM tasks INDEXED BY {SOURCE_QUEUE_INDEX}"
+            " WHERE status = 'queued'"
+        )
+        ids: list[int] = []
+        for source, route in pairs:
+            if not keep(source, route):
+                ids += [row[0] for row in self._read(
+                    f"SELECT id FROM tasks INDEXED BY {SOURCE_QUEUE_INDEX}"
+                    " WHERE status = 'queued' AND source = ? AND route = ?",
+                    (source, route),
+                )]  # fmt: skip
+        return ids
 
     def recent_durations(self, source: str, route: str, limit: int) -> list[float]:
         """Seconds taken by the route's last `limit` completed runs, newest first (explain's
