@@ -503,8 +503,9 @@ def test_invalid_env_values_name_the_variable(
 
 def test_stale_must_cover_three_heartbeats(env: dict[str, str]) -> None:
     text = "[daemon]\nheartbeat_seconds = 10\nstale_minutes = 0.4\n"
-    assert one_error(text, env).startswith(
-        "daemon.stale_minutes: 0.4 is below 3 x daemon.heartbeat_seconds (0.5 min)"
+    assert one_error(text, env) == (
+        "daemon.stale_minutes: 0.4 is below 3 x daemon.heartbeat_seconds (0.5 min): a live task"
+        " would look stale; lower heartbeat_seconds with it"
     )
     assert load(text.replace("0.4", "0.5"), env).daemon.stale_minutes == 0.5
 

@@ -182,6 +182,14 @@ class Converter:
             out.notes.append(
                 item(f"Celery priority {task.priority} not kept: the route's priority applies")
             )
+        if task.expire_seconds is not None and not reasons:
+            out.notes.append(
+                item(
+                    f"expire_seconds {task.expire_seconds} not kept: Celery dropped a run not"
+                    " started that soon; syncd keeps it queued until a slot frees"
+                    " (starting_deadline_seconds only skips a fire that comes late)"
+                )
+            )
         if reasons or when is None or target is None:
             out.not_converted.append(item("; ".join(reasons)))
             return

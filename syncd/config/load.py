@@ -124,7 +124,8 @@ class Loader:
             c.error(
                 path,
                 f"{settings.stale_minutes:g} is below 3 x daemon.heartbeat_seconds "
-                f"({floor:g} min): a live task would look stale",
+                f"({floor:g} min): a live task would look stale; lower heartbeat_seconds"
+                " with it",
             )
         group = settings.control_group
         if group is not None and not _group_exists(group):

@@ -229,15 +229,19 @@ def test_disabled_expired_and_future_expiry() -> None:
             {"expires": "2025-01-01T00:00:00Z"},
             {"expires": "2026-01-01T00:00:00Z", "priority": 3},
             {"start_time": "2024-01-01T00:00:00Z"},  # past: no effect any more
+            {"expire_seconds": 300},  # it was dropped without a word
         )
     )
-    assert [c.enabled for c in conv.converted] == [False, False, True, True]
+    assert [c.enabled for c in conv.converted] == [False, False, True, True, True]
     notes = [(n.pk, n.message) for n in conv.notes]
     assert notes == [
         (2, "expired at 2025-01-01T00:00:00Z: imported with enabled = false"),
         (3, "expires at 2026-01-01T00:00:00Z: disable or remove the schedule then"),
         (3, "Celery priority 3 not kept: the route's priority applies"),
-    ]
+        (5, "expire_seconds 300 not kept: Celery dropped a run not started that soon; syncd"
+            " keeps it queued until a slot frees (starting_deadline_seconds only skips a fire"
+            " that comes late)"),
+    ]  # fmt: skip
 
 
 def test_names_are_slugs_unique_against_the_config_and_each_other() -> None:
