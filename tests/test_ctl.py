@@ -497,6 +497,22 @@ def test_history_since_out_of_range_is_a_usage_error(fake: FakeDaemon) -> None:
     assert "Traceback" not in result.output and "history" not in fake.ops
 
 
+def test_logs_of_a_task_writing_faster_than_it_is_read_stops_where_it_was_asked(
+    fake: FakeDaemon,
+) -> None:
+    """Each reply's end had grown: the loop chased it for as long as the task wrote."""
+    pages = iter(range(1000))
+
+    def page(args: dict[str, Any]) -> dict[str, Any]:
+        n = next(pages)
+        return {"text": "x", "size": args.get("offset", 0) + 1, "end": 3 + 10 * n,
+                "truncated": False}  # fmt: skip
+
+    fake.results["logs"] = page
+    result = run(fake, "logs", "812")
+    assert result.exit_code == 0 and result.stdout == "xxx"
+
+
 def test_logs_reads_a_log_longer_than_one_reply_to_its_end(fake: FakeDaemon) -> None:
     """A reply carries at most 1 MiB: `syncctl logs` printed the first one and stopped."""
     text = "0123456789" * 3

@@ -351,6 +351,7 @@ def test_id_is_echoed_and_clipped() -> None:
         ("fix_stuck", {"minutes": "5"}, "minutes"),
         ("fix_stuck", {"minutes": True}, "minutes"),
         ("logs", {"id": 1, "offset": -1}, "offset"),
+        ("logs", {"id": 1, "limit": 3}, "limit"),  # could not hold a whole character
         ("watch", {"events": ["task", "everything"]}, "events"),
         ("schedule_run", {"name": ["a"]}, "name"),
     ],

@@ -82,7 +82,8 @@ def logs(task_id: int, follow: bool) -> None:
     if not follow:
         r = call("logs", id=task_id)
         text = [r.get("text", "")]
-        while r.get("size", 0) < r.get("end", 0):  # a reply carries at most 1 MiB
+        written = r.get("end", 0)  # when asked: a running task writes on meanwhile
+        while r.get("size", 0) < written:  # a reply carries at most 1 MiB
             at = r["size"]
             r = call("logs", id=task_id, offset=at)
             text.append(r.get("text", ""))

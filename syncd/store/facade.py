@@ -528,8 +528,9 @@ class Store(Successes, SourceRows, Cancels):
             if value is not None:
                 where.append(f"finished_at {op} ?")
                 params.append(value)
-        if before is not None:
-            where.append("(finished_at < ? OR (finished_at = ? AND id < ?))")
+        if before is not None:  # a range on the index, then the tie on id (an OR of the
+            # two was planned as a multi-index OR and a sort of the whole history per page)
+            where.append("finished_at <= ? AND (finished_at < ? OR id < ?)")
             params += [before[0], before[0], before[1]]
         tail = f"{HISTORY_ORDER} LIMIT ?"
         return self._tasks(" AND ".join(where), [*params, limit], tail, FINISHED_INDEX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -95,7 +96,7 @@ def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str
     found = link.call("get", id=task_id)
     task = found["task"]
     explain = link.call("explain", id=task_id) if task["status"] == "queued" else None
-    head, tail, size = log_excerpt(link, task_id) if with_log else ("", None, 0)
+    excerpt = log_excerpt(link, task_id) if with_log else LogExcerpt("", None, 0, 0)
     route = None
     try:
         sources = link.call("routes", source=task["source"])["sources"]
@@ -108,9 +109,10 @@ def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str
     return {
         "task": task,
         "explain": explain,
-        "log_head": head,
-        "log_tail": tail,
-        "log_size": size,
+        "log_head": excerpt.head,
+        "log_tail": excerpt.tail,
+        "log_size": excerpt.size,
+        "log_follow_from": excerpt.follow_from,
         "chain": chain(link, task),
         "later": later(link, found.get("followed_by")),
         "route": route,
@@ -118,15 +120,26 @@ def task_page(link: DaemonLink, task_id: int, with_log: bool = True) -> dict[str
     }
 
 
-def log_excerpt(link: DaemonLink, task_id: int) -> tuple[str, str | None, int]:
-    """The whole log when short; else its first and last LOG_CHUNK bytes. The size is the
-    output's length so far (`end`), where a live follow starts."""
+@dataclass(frozen=True)
+class LogExcerpt:
+    """What the task page shows of a log: the whole of a short one, else its head and
+    tail; `size` is the output's length, `follow_from` where the text shown ends (a live
+    follow starts there: before a character still half written, if any)."""
+
+    head: str
+    tail: str | None
+    size: int
+    follow_from: int
+
+
+def log_excerpt(link: DaemonLink, task_id: int) -> LogExcerpt:
     first = link.call("logs", id=task_id, limit=2 * LOG_CHUNK)
     end = int(first.get("end", 0))
     if end <= 2 * LOG_CHUNK:
-        return first.get("text", ""), None, end
+        return LogExcerpt(first.get("text", ""), None, end, int(first.get("size", 0)))
     tail = link.call("logs", id=task_id, offset=end - LOG_CHUNK, limit=LOG_CHUNK)
-    return first.get("text", "")[:LOG_CHUNK], tail.get("text", ""), end
+    head = first.get("text", "")[:LOG_CHUNK]
+    return LogExcerpt(head, tail.get("text", ""), end, int(tail.get("size", 0)))
 
 
 def chain(link: DaemonLink, task: dict[str, Any]) -> list[dict[str, Any]]:

@@ -158,3 +158,17 @@ def test_reload_applies_history_days_to_maintenance(make_daemon):
     )
     assert d.call("reload")["applied"] is True
     wait_for(lambda: d.call("prune", dry_run=True)["deleted"] == 2, 20, "the new history_days")
+
+
+def test_clear_queue_still_clears_a_source_a_reload_removed(make_daemon):
+    """A reload leaves the removed source's queued tasks queued (they fail when their turn
+    comes); `clear-queue --source` must still reach them, and a typo is still an error."""
+    sources = {"alpha": {"routes": {"a1": "a1"}}, "beta": {"routes": {"b1": "b1"}}}
+    d = make_daemon(sources, daemon=SETTINGS)
+    d.call("pause")
+    stranded = d.call("submit", source="beta", sync_type="b1")["task"]["id"]
+    rewrite(d, config_text(d, {"a1": "a1"}))
+    assert d.call("reload")["affected_queued"] == [stranded]
+    assert d.call("clear_queue", source="Beta") == {"cancelled": 1}
+    assert d.task(stranded)["status"] == "cancelled"
+    assert d.request("clear_queue", source="beta")["error"]["code"] == "unknown_source"

@@ -157,3 +157,31 @@ def test_the_schedules_page_says_started_for_a_fire_that_took_a_free_slot(client
     page = c.get("/schedules").text
     assert '<span class="oc oc-queued">started</span> <a href="/tasks/7">task 7</a>' in page
     assert '<span class="oc oc-queued">queued</span> <a href="/tasks/8">task 8</a>' in page
+
+
+class Canned:
+    """A daemon link answering `logs` from a canned function of the args."""
+
+    def __init__(self, logs: Any) -> None:
+        self.logs = logs
+
+    def call(self, op: str, **args: Any) -> Any:
+        assert op == "logs"
+        return self.logs(args)
+
+
+def test_a_live_log_follows_from_where_the_text_shown_ends() -> None:
+    """The task page showed text up to a character still half written but followed from
+    the output's end: the rest of that character came without its start (a U+FFFD)."""
+    from syncd.web.views import log_excerpt
+
+    short = log_excerpt(Canned(lambda a: {"text": "hello ", "size": 6, "end": 8}), 1)  # type: ignore[arg-type]
+    assert (short.head, short.size, short.follow_from) == ("hello ", 8, 6)
+
+    def long(args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("offset", 0) == 0:
+            return {"text": "h" * 70_000, "size": 65_536, "end": 100_002}
+        return {"text": "t" * 32_766, "size": 100_000, "end": 100_002}
+
+    excerpt = log_excerpt(Canned(long), 1)  # type: ignore[arg-type]
+    assert (excerpt.size, excerpt.follow_from, excerpt.tail) == (100_002, 100_000, "t" * 32_766)

@@ -26,7 +26,8 @@ READ_MAX = 1 << 20  # bytes of output in one reply (a stream frame, or a plain r
         "id": ID,
         "follow": Arg("bool", False),
         "offset": Arg("int", 0, min=0),
-        "limit": Arg("int", READ_MAX, min=1, max=READ_MAX, help="bytes per reply"),
+        # At least 4: a read from a character's start then always holds a whole one.
+        "limit": Arg("int", READ_MAX, min=4, max=READ_MAX, help="bytes per reply"),
     },
     command="logs",
     mutating=False,

@@ -221,10 +221,13 @@ def explain(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
 
 @OPS.op("clear_queue", "cancel every queued task", {"source": SOURCE}, command="clear-queue")
 def clear_queue(ctx: Context, args: dict[str, Any], peer: Peer) -> Any:
-    source = args.get("source")
-    # A source that is not configured has nothing queued (a reload fails the tasks of the
-    # routes it removes): "cancelled 0" for a typo would read as an empty queue.
-    return {"cancelled": ctx.d.tasks.clear_queue(None if source is None else known(ctx.d, source))}
+    source = _name(args.get("source"))
+    cancelled = ctx.d.tasks.clear_queue(source)
+    if source is not None and not cancelled:
+        # "cancelled 0" for a typo would read as an empty queue. A source a reload removed
+        # may still have queued tasks: those are cancelled above, by its name.
+        known(ctx.d, source)
+    return {"cancelled": cancelled}
 
 
 @OPS.op(
