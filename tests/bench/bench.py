@@ -17,7 +17,8 @@ it over the socket only. It prints a markdown table and writes tests/bench/resul
   gap     slot-free -> next-start. Jobs are `/bin/date +%s.%N` (exec'd directly, ~1 ms), whose
           output (one timestamp) lands in the task log; the same job under ThreadPool(2) gives
           the floor, so "overhead" is what syncd adds. Also from the daemon's own row
-          timestamps (finished_at of one task -> started_at of the next).
+          timestamps (finished_at of one task -> started_at of the next), and process exit
+          -> slot given to the next task (the job's clock -> the next row's started_at).
   submit  single `submit` requests over one connection (jobs/s); `submit_many` (tasks/s).
   depth   at each queue depth (dispatch paused, seeded through submit_many): latency of
           status, list --queued limit 50, submit; one dispatch (the store's next-task query,
