@@ -39,6 +39,9 @@ from syncd.web.sse import Hub, frame
 from syncd.web.templating import environment
 
 FOLLOW_IDLE_SECONDS = 1.0  # how soon a live log's thread notices its browser left
+# Live logs followed at once: each holds a daemon connection, and the daemon allows one
+# user 64; past this the page still updates, only its log is not followed.
+MAX_LIVE_LOGS = 32
 # Each live page: the sections a change re-renders, by element id and partial template.
 LIVE = {
     "overview": {
@@ -63,6 +66,7 @@ class Web:
         self.sessions = Sessions(token)
         self.env = environment()
         self.hub = Hub(self.link, self.fragments)
+        self.live_logs = threading.BoundedSemaphore(MAX_LIVE_LOGS)
         self.base = "" if settings.base_path == "/" else settings.base_path
         self.cookie_path = self.base or "/"
 
@@ -323,6 +327,9 @@ async def follow_log(web: Web, task_id: int, offset: int) -> AsyncIterator[str]:
     (`Last-Event-ID`) and the log resumes there instead of repeating from the start."""
     import asyncio
 
+    if not web.live_logs.acquire(blocking=False):
+        yield frame("log_paused", {"reason": f"{MAX_LIVE_LOGS} live logs are open; reload later"})
+        return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     stop = threading.Event()
@@ -346,9 +353,14 @@ async def follow_log(web: Web, task_id: int, offset: int) -> AsyncIterator[str]:
             pass
         finally:
             client.close()
+            web.live_logs.release()
             put(None)
 
-    threading.Thread(target=read, name=f"web-log-{task_id}", daemon=True).start()
+    try:
+        threading.Thread(target=read, name=f"web-log-{task_id}", daemon=True).start()
+    except RuntimeError:  # no thread to be had: the slot goes back, the log is not followed
+        web.live_logs.release()
+        raise
     try:
         while (item := await queue.get()) is not None:
             yield item

@@ -110,6 +110,7 @@ class LogStream:
     def __init__(self, stack: Stack, task_id: int, headers: dict[str, str] | None = None):
         self.frames: list[tuple[str | None, str]] = []  # (event id, data)
         self.got = threading.Event()
+        self.paused = threading.Event()  # told its log is not followed
         self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
         url = stack.web.url.rstrip("/") + "/events"
         params = {"page": "task", "id": str(task_id), "log_offset": "0"}
@@ -129,6 +130,8 @@ class LogStream:
                     elif line.startswith("data: ") and event == "log":
                         self.frames.append((ident, line[6:]))
                         self.got.set()
+                    elif line.startswith("data: ") and event == "log_paused":
+                        self.paused.set()
                     elif not line:
                         event, ident = None, None
         except (httpx.HTTPError, RuntimeError):
@@ -196,3 +199,40 @@ def test_a_browser_that_reconnects_resumes_its_log_where_it_was(
     text = wait_for(told, LOG_EVENT_SECONDS, "the rest of the log on the reconnected stream")
     assert "job a1 starting" not in text, again.frames
     d.wait_status(task["id"], {"completed"})
+
+
+def test_live_logs_are_capped_below_the_daemons_per_user_connections(
+    stack: Stack, streams: list[LogStream]
+) -> None:
+    """Each live log holds a daemon connection and the daemon allows a user 64: past the
+    cap a browser is told its log is not followed, and the web's own reads still work."""
+    from syncd.web.app import MAX_LIVE_LOGS
+
+    d = stack.daemon
+    task = d.call("submit", source="alpha", sync_type="a1", params={"sleep": "120"},
+                  allow_duplicate=True)["task"]  # fmt: skip
+    d.wait_status(task["id"], {"running"})
+    try:
+        for _ in range(MAX_LIVE_LOGS):
+            s = LogStream(stack, task["id"])
+            streams.append(s)
+            assert s.got.wait(LOG_EVENT_SECONDS)
+        over = LogStream(stack, task["id"])
+        streams.append(over)
+        assert over.paused.wait(LOG_EVENT_SECONDS), "the browser over the cap was not told"
+        assert over.frames == []
+        assert stack.web.get(f"/tasks/{task['id']}").status_code == 200
+        for s in streams[:-1]:
+            s.close()
+
+        def reload() -> bool | None:  # slots come back as browsers leave (within a second)
+            again = LogStream(stack, task["id"])
+            streams.append(again)
+            told = wait_for(lambda: again.got.is_set() or again.paused.is_set() or None,
+                            LOG_EVENT_SECONDS, "a live log or its refusal")  # fmt: skip
+            return (told and again.got.is_set()) or None
+
+        assert wait_for(reload, 30, "a live log slot to come back")
+    finally:
+        d.call("cancel", ids=[task["id"]])
+        d.wait_status(task["id"], {"cancelled"})

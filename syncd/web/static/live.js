@@ -45,6 +45,16 @@
     });
     body.setAttribute("data-updates", String(Number(body.getAttribute("data-updates") || 0) + 1));
   });
+  source.addEventListener("log_paused", function (e) {
+    var log = document.getElementById("log-live");
+    if (!log || document.getElementById("log-paused")) { return; }
+    var note = document.createElement("p");
+    note.id = "log-paused";
+    note.className = "muted";
+    note.textContent = "Live log not followed: " + JSON.parse(e.data).reason + ".";
+    var pre = log.parentNode;  // the log's <pre>: the note goes above it
+    pre.parentNode.insertBefore(note, pre);
+  });
   source.addEventListener("log", function (e) {
     var d = JSON.parse(e.data);
     var log = document.getElementById("log-live");
