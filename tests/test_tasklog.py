@@ -304,17 +304,26 @@ class FullDisk:
         return self.real(fd, data)
 
 
+def log_with_a_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kept: int, lost: int
+) -> tuple[TaskLog, Path]:
+    """A log (cap 10,000) that got `kept` bytes of "a", then `lost` bytes of "b" on a full
+    disk; the disk has room again."""
+    disk = FullDisk(monkeypatch, tmp_path)
+    path = tmp_path / name
+    log = TaskLog(path, 10_000)
+    log.write(b"a" * kept)
+    disk.full = True
+    log.write(b"b" * lost)  # must not raise
+    disk.full = False
+    assert log.dropped
+    return log, path
+
+
 def test_full_disk_drops_output_with_a_marker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    disk = FullDisk(monkeypatch, tmp_path)
-    path = tmp_path / "f.log"
-    log = TaskLog(path, 10_000)
-    log.write(b"a" * 100)
-    disk.full = True
-    log.write(b"b" * 1000)  # must not raise
-    assert log.dropped
-    disk.full = False
+    log, path = log_with_a_drop(tmp_path, monkeypatch, "f.log", 100, 1000)
     log.write(b"c" * 100)
     text, end, _ = read_log(path)
     assert text == "a" * 100 + marker(1000).decode() + "c" * 100
@@ -329,16 +338,9 @@ def test_full_disk_drops_output_with_a_marker(
 
 
 def test_full_disk_in_the_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    disk = FullDisk(monkeypatch, tmp_path)
-    path = tmp_path / "g.log"
-    log = TaskLog(path, 10_000)
-    log.write(b"a" * 20_000)
-    disk.full = True
-    log.write(b"b" * 500)
-    disk.full = False
+    log, path = log_with_a_drop(tmp_path, monkeypatch, "g.log", 20_000, 500)
     log.write(b"c" * 300)
     log.close()
-    assert log.dropped
     final = path.read_bytes()
     assert final == b"a" * 5000 + marker(10_300) + b"a" * 4700 + marker(500) + b"c" * 300
     assert not tail_dir(path).exists()
@@ -352,13 +354,7 @@ def test_full_disk_in_the_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_output_dropped_at_the_end_reads_as_a_marker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    disk = FullDisk(monkeypatch, tmp_path)
-    path = tmp_path / "e.log"
-    log = TaskLog(path, 10_000)
-    log.write(b"a" * 100)
-    disk.full = True
-    log.write(b"b" * 50)
-    disk.full = False
+    log, path = log_with_a_drop(tmp_path, monkeypatch, "e.log", 100, 50)
     log.close()
     assert read_log(path) == ("a" * 100 + marker(50).decode(), 150, True)
     assert read_log(path, 150) == ("", 150, True)
