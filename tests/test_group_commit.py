@@ -1,6 +1,6 @@
 """Group commit in the store: the hot writes of many threads share one transaction and one
 fsync, a failing write rolls back alone, and no caller is answered before the commit that
-holds its write (also across a kill -9)."""
+holds its write (also across a kill -9). The fsync outside the COMMIT: test_wal_sync.py."""
 
 from __future__ import annotations
 
@@ -18,17 +18,11 @@ from typing import Any
 import pytest
 
 from syncd.core.errors import StoreError
-from syncd.core.models import ErrorCode, NewTask, Status
+from syncd.core.models import ErrorCode, Status
 from syncd.store.facade import Store
+from tests.helpers.writes import DEADLINE, in_thread, new, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE = 20.0
-
-
-def new(route: str = "r", **kw: Any) -> NewTask:
-    fields: dict[str, Any] = {"sync_type": route, "argv": ["true"], "params": {}}
-    fields.update(kw)
-    return NewTask(source="s", route=route, priority=5, trigger="manual", **fields)
 
 
 class Gate:
@@ -51,25 +45,6 @@ class Gate:
 
         store._writer.commit = commit  # type: ignore[method-assign]
         store._conn.set_trace_callback(self.sql.append)
-
-
-def in_thread(fn: Callable[[], Any], out: dict[str, Any], key: str) -> threading.Thread:
-    def run() -> None:
-        try:
-            out[key] = fn()
-        except BaseException as exc:
-            out[key] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t
-
-
-def wait_until(cond: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def gathered(store: Store, gate: Gate, calls: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -104,24 +79,35 @@ def test_writes_of_several_threads_share_one_commit(store: Store) -> None:
     assert len(set(ids)) == 4 and all(store.get(i) is not None for i in ids)
     got = store.get(running.id)
     assert got is not None and (got.pid, got.progress) == (42, "half")
-    # A batch with a durable write commits with the fsync (FULL), pid and heartbeat or not.
+    # Every batch commits without SQLite's fsync (its callers flush the WAL after) and puts
+    # the connection back to FULL for the writes outside the group.
     second = gate.sql[gate.sql.index("COMMIT") + 1 :]
-    assert not [s for s in second if "synchronous = NORMAL" in s]
+    begin = second.index("BEGIN IMMEDIATE")
+    assert second.index("PRAGMA synchronous = NORMAL", 1) < begin < second.index("COMMIT")
+    assert "PRAGMA synchronous = FULL" in second[second.index("COMMIT") :]
 
 
 def test_a_batch_of_only_pid_and_heartbeat_writes_skips_the_fsync(store: Store) -> None:
     task = store.enqueue(new())[0]
     assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at="t")
     gate = Gate(store)
+    flushes: list[int] = []
+    real = store._wal_sync.flush
+
+    def flush(fd: int) -> None:
+        flushes.append(fd)
+        real(fd)
+
+    store._wal_sync.flush = flush  # type: ignore[method-assign]
     calls: dict[str, Callable[[], Any]] = {
         "first": lambda: store.enqueue(new("a")),
         "pid": lambda: store.set_running_fields(task.id, pid=7),
         "beat": lambda: store.heartbeat([(task.id, "beat", None)]),
     }
     gathered(store, gate, calls)
-    second = gate.sql[gate.sql.index("COMMIT") + 1 :]
-    assert second.index("PRAGMA synchronous = NORMAL") < second.index("BEGIN IMMEDIATE")
-    assert second.index("COMMIT") < second.index("PRAGMA synchronous = FULL")
+    assert gate.commits == 2 and len(flushes) == 1  # the enqueue's; the second batch none
+    got = store.get(task.id)  # a read flushes only what is durable: nothing left
+    assert got is not None and got.pid == 7 and len(flushes) == 1
     assert int(store._read("PRAGMA synchronous")[0][0]) == 2
 
 
@@ -259,6 +245,7 @@ CRASH_CHILD = """
 import sys, threading
 from syncd.core.models import NewTask
 from syncd.store.facade import Store
+from tests.helpers.writes import DEADLINE, in_thread, new, wait_until
 store = Store.open(sys.argv[1])
 lock = threading.Lock()
 def run(k):

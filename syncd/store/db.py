@@ -19,6 +19,7 @@ from syncd.core.clock import Clock, SystemClock
 from syncd.core.errors import StoreError, StoreUnusable
 from syncd.core.models import ErrorCode, Task
 from syncd.store import migrations
+from syncd.store.durable import WalSync
 from syncd.store.gate import WritesFirst
 from syncd.store.rows import (
     FINISHED,
@@ -60,7 +61,10 @@ class StoreBase:
         self._writes_first = WritesFirst()
         self._busy_ms = int(busy_timeout_ms)
         self._closed = False
-        self._writer = GroupWriter(conn, self._lock, self._busy_ms, path, self._writes_first)
+        self._wal_sync = WalSync(path)
+        self._writer = GroupWriter(
+            conn, self._lock, self._busy_ms, path, self._writes_first, self._wal_sync
+        )
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -117,6 +121,7 @@ class StoreBase:
             except sqlite3.Error as exc:
                 log.warning("store %s: optimize at close failed: %s", self.path, exc)
             self._conn.close()
+            self._wal_sync.close()
 
     # -- transactions ----------------------------------------------------------------------
     def _group(
@@ -171,6 +176,8 @@ class StoreBase:
             log.warning("store %s: %s", self.path, message)
             raise StoreError(ErrorCode.BUSY, message)
         try:
+            if what == "read" and not self._conn.in_transaction:
+                self._wal_sync.wait()  # show nothing a power failure could still take back
             waited_ms = int((time.monotonic() - start) * 1000)
             shorten = waited_ms > _SHORTEN_AFTER_MS
             if shorten:

@@ -1,12 +1,13 @@
 """Group commit. A hot write is handed, as a closure, to one writer thread; the thread runs
 every closure queued so far in ONE transaction (a failing one undoes it and gets its own
 error; the others run again in the next), commits once (one fsync for all) and only then
-answers each caller. While one commit's fsync is in flight, the next batch
-gathers in the queue. A write that finds the writer idle and nobody else waiting runs in
+answers each caller. The fsync is not in the COMMIT (see `durable`): each caller of a
+durable write syncs the WAL, or waits for the sync in flight, before it returns, while the
+writer runs the next batch. A write that finds the writer idle and nobody else waiting runs in
 its caller's thread instead (with any posted writes): handing it to the writer thread and
 back was two thread wake-ups per write, most of an uncontended submit's answer on a busy
 machine. Acknowledged still means durable: no caller returns before the commit that
-holds its write."""
+holds its write is on disk."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from syncd.core.errors import StoreError
 from syncd.core.latch import Latch
 from syncd.core.models import ErrorCode
+from syncd.store.durable import WalSync
 from syncd.store.gate import WritesFirst
 from syncd.store.rows import store_error
 
@@ -44,7 +46,17 @@ POST_GATHER_SECONDS = 0.05
 
 
 class _Job(Generic[T]):
-    __slots__ = ("detached", "durable", "error", "fn", "queued_at", "ready", "result", "what")
+    __slots__ = (
+        "commit_seq",
+        "detached",
+        "durable",
+        "error",
+        "fn",
+        "queued_at",
+        "ready",
+        "result",
+        "what",
+    )
 
     def __init__(
         self, what: str, fn: Callable[[sqlite3.Connection], T], durable: bool, detached: bool
@@ -57,6 +69,7 @@ class _Job(Generic[T]):
         self.ready = Latch()  # opened once committed (or failed)
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.commit_seq = 0  # its commit's number (WalSync), once committed
 
     def fail(self, exc: BaseException, path: Path) -> None:
         error = exc
@@ -83,8 +96,10 @@ class GroupWriter:
         busy_ms: int,
         path: Path,
         writes_first: WritesFirst,
+        wal_sync: WalSync,
     ) -> None:
         self._conn = conn
+        self._wal_sync = wal_sync
         self._lock = lock
         self._writes_first = writes_first  # the store's: reads wait while a batch waits
         self._busy_ms = busy_ms
@@ -117,6 +132,8 @@ class GroupWriter:
             job.ready.wait()
         if job.error is not None:
             raise job.error
+        if job.durable:
+            self._wal_sync.wait(job.commit_seq)
         return job.result  # type: ignore[return-value]
 
     def post(self, what: str, fn: Callable[[sqlite3.Connection], object]) -> None:
@@ -189,7 +206,8 @@ class GroupWriter:
                 self._cond.wait()
 
     def commit(self, conn: sqlite3.Connection) -> None:
-        """The one COMMIT (and fsync) of a batch; a seam for tests that slow it down."""
+        """The one COMMIT of a batch (its fsync comes after); a seam for tests that slow it
+        down."""
         conn.execute("COMMIT")
 
     # -- the thread ------------------------------------------------------------------------
@@ -279,8 +297,9 @@ class GroupWriter:
         self, jobs: list[_Job[Any]], durable: bool, committed: list[_Job[Any]]
     ) -> list[_Job[Any]]:
         conn = self._conn
-        if not durable:
-            conn.execute("PRAGMA synchronous = NORMAL")
+        # The fsync is the callers' (WalSync), after the connection is free for the next batch.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        changes_before = conn.total_changes
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -308,11 +327,17 @@ class GroupWriter:
                 for job in jobs:
                     job.fail(exc, self._path)
                 return []
+            if durable:
+                # A batch that changed no row wrote nothing (a coalesced submit): its callers
+                # wait only for what they saw, the commits before it, to be on disk.
+                wrote = conn.total_changes != changes_before
+                seq = self._wal_sync.committed() if wrote else self._wal_sync.last()
+                for job in jobs:
+                    job.commit_seq = seq
             committed += jobs
             return []
         finally:
-            if not durable:
-                conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = FULL")
 
 
 def _oldest_caller(jobs: list[_Job[Any]]) -> float:

@@ -1,0 +1,122 @@
+"""The WAL's fsync, taken out of SQLite's COMMIT so the next transaction need not wait for it.
+
+With synchronous=FULL the COMMIT itself fsyncs, and the one connection stays busy until the
+disk answers: a finish behind another slot's commit waited out that fsync before its pick
+could even run (half of the exit-to-next-claim time). Group transactions now commit with
+synchronous=NORMAL (the frames are written, not synced) and the callers that need durability
+sync the WAL file themselves before they are answered, while the writer already runs the next
+batch. fsync flushes every written page of the file, whoever wrote it, so one that starts after
+a commit covers it, and those who commit meanwhile share the next one (a leader syncs, the
+others wait for it). Reads on the store connection wait until what they can see is synced:
+nothing that may be lost on power failure is answered or shown.
+
+A failed fsync cannot be retried safely (Linux may drop the pages it could not write and
+report the error once), so the first one is kept: every later wait fails with it, and the
+store reports storage_error until the daemon is restarted and SQLite recovers from the file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from syncd.core.errors import StoreError
+from syncd.core.models import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class WalSync:
+    """Sequence numbers of commits, and the fsyncs that make them durable."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._wal = Path(f"{db_path}-wal")
+        self._cond = threading.Condition(threading.Lock())
+        self._committed = 0  # commits made so far (durable or not)
+        self._synced = 0  # commits an fsync that has returned covers
+        self._syncing = False
+        self._fd: int | None = None
+        self._failed: str | None = None
+
+    def committed(self) -> int:
+        """Record a commit whose frames are written (called right after its COMMIT, under the
+        store lock); returns its number, for `wait`."""
+        with self._cond:
+            self._committed += 1
+            return self._committed
+
+    def last(self) -> int:
+        """The number of the latest commit (what a transaction that wrote nothing has seen)."""
+        with self._cond:
+            return self._committed
+
+    def wait(self, seq: int | None = None) -> None:
+        """Return once commit `seq` (default: every commit so far) is on disk: sync the WAL
+        if nobody else does, else wait for the one in flight, and again if it started before
+        `seq` was committed. Raises StoreError(storage_error) if an fsync failed."""
+        with self._cond:
+            target = self._committed if seq is None else seq
+            while self._synced < target and self._failed is None:
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing = True
+                upto = self._committed
+                self._cond.release()
+                try:
+                    error = self._sync()
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    self._cond.notify_all()
+                if error is not None:
+                    self._failed = error
+                    log.critical("store %s: %s", self._wal, error)
+                else:
+                    self._synced = max(self._synced, upto)
+            if self._synced < target:
+                raise StoreError(ErrorCode.STORAGE_ERROR, self._failed or "fsync failed")
+
+    def close(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._syncing)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _sync(self) -> str | None:
+        """fdatasync the WAL file; the reason on failure."""
+        try:
+            fd = self._wal_fd()
+            if fd is not None:
+                self.flush(fd)
+        except OSError as exc:
+            return (
+                f"could not flush committed writes to disk ({exc.strerror or exc}); what was "
+                "committed since the last flush may be lost on power failure, so nothing more "
+                "is acknowledged: restart syncd"
+            )
+        return None
+
+    def flush(self, fd: int) -> None:
+        """A seam for tests (a slow or failing disk)."""
+        os.fdatasync(fd)
+
+    def _wal_fd(self) -> int | None:
+        """An fd of the WAL file, reopened if the file was replaced; None if there is none:
+        SQLite deletes it only when the last connection closes, after checkpointing every
+        commit into the database file and syncing that (a caller answered after the store
+        closed finds nothing left to flush)."""
+        try:
+            inode = os.stat(self._wal).st_ino
+        except FileNotFoundError:
+            return None
+        fd = self._fd
+        if fd is not None and os.fstat(fd).st_ino == inode:
+            return fd
+        if fd is not None:
+            os.close(fd)
+            self._fd = None
+        self._fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
+        return self._fd
