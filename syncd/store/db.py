@@ -171,12 +171,15 @@ class StoreBase:
         write stuck on a foreign lock must not make each caller behind it wait a whole
         busy_timeout more: what the lock wait used comes off SQLite's own busy timeout."""
         start = time.monotonic()
+        reading = what == "read" and not self._lock._is_owned()  # type: ignore[attr-defined]
+        if reading:
+            self._wal_sync.wait()  # the usual flush, while the writer goes on with the next batch
         if not self._acquire(what):
             message = f"database is busy, try again ({what}): another write is waiting for it"
             log.warning("store %s: %s", self.path, message)
             raise StoreError(ErrorCode.BUSY, message)
         try:
-            if what == "read" and not self._conn.in_transaction:
+            if reading:
                 self._wal_sync.wait()  # show nothing a power failure could still take back
             waited_ms = int((time.monotonic() - start) * 1000)
             shorten = waited_ms > _SHORTEN_AFTER_MS
