@@ -777,9 +777,11 @@ def test_open_creates_dir_and_sets_pragmas(tmp_path: Path) -> None:
             "journal_mode", "synchronous", "busy_timeout", "foreign_keys", "auto_vacuum",
             "user_version")}  # fmt: skip
         assert pragmas == {
-            "journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000, "foreign_keys": 1,
+            "journal_mode": "wal", "synchronous": 1, "busy_timeout": 5000, "foreign_keys": 1,
             "auto_vacuum": 2, "user_version": migrations.LATEST,
         }  # fmt: skip
+        # NORMAL: the COMMIT does not fsync, the store flushes the WAL itself after each
+        # durable commit (tests/test_wal_sync.py, tests/faults/test_durability.py).
     finally:
         s.close()
 
@@ -1099,34 +1101,7 @@ def test_performance_smoke_at_100k_queued(tmp_path: Path) -> None:
         s.close()
 
 
-def traced(store: Store, action: Callable[[], Any]) -> list[str]:
-    """The SQL statements `action` ran on the store's connection, in order."""
-    seen: list[str] = []
-    store._conn.set_trace_callback(seen.append)
-    try:
-        action()
-    finally:
-        store._conn.set_trace_callback(None)
-    return [s.split("\n")[0] for s in seen]
-
-
-def sync_level(store: Store) -> int:
-    return int(store._read("PRAGMA synchronous")[0][0])
-
-
-def test_pid_and_heartbeat_commit_without_fsync_and_restore_full(store: Store) -> None:
-    """A pid and a heartbeat mean nothing after a power loss, so they skip the fsync; every
-    other write is flushed before it returns, and the connection is left at FULL (2)."""
-    task = running(store, new())
-    for action in (
-        lambda: store.set_running_fields(task.id, pid=123, proc_starttime=9, boot_id="b"),
-        lambda: store.heartbeat([(task.id, at(5), "half")]),
-    ):
-        sql = traced(store, action)
-        begin, commit = sql.index("BEGIN IMMEDIATE"), sql.index("COMMIT")
-        assert sql.index("PRAGMA synchronous = NORMAL") < begin < commit
-        assert sql.index("PRAGMA synchronous = FULL") > commit
-        assert sync_level(store) == 2
+def counting_flushes(store: Store) -> list[int]:
     flushes: list[int] = []
     real = store._wal_sync.flush
 
@@ -1135,26 +1110,38 @@ def test_pid_and_heartbeat_commit_without_fsync_and_restore_full(store: Store) -
         real(fd)
 
     store._wal_sync.flush = flush  # type: ignore[method-assign]
-    done_sql = traced(
-        store,
-        lambda: store.finish(task.id, Status.COMPLETED, finished_at=at(9), exit_code=0, error=None),
-    )
-    # Any other write is made durable before it returns: the WAL is flushed after its COMMIT
-    # (the group commit's fsync, outside SQLite: tests/test_wal_sync.py).
-    assert "COMMIT" in done_sql and len(flushes) == 1
+    return flushes
+
+
+def test_pid_and_heartbeat_commit_without_fsync_and_others_with_it(store: Store) -> None:
+    """A pid and a heartbeat mean nothing after a power loss, so they skip the fsync; every
+    other write is flushed before it returns."""
+    task = running(store, new())
+    flushes = counting_flushes(store)
+    store.set_running_fields(task.id, pid=123, proc_starttime=9, boot_id="b")
+    store.heartbeat([(task.id, at(5), "half")])
+    assert flushes == []
+    store.finish(task.id, Status.COMPLETED, finished_at=at(9), exit_code=0, error=None)
+    assert len(flushes) == 1
     got = store.get(task.id)
     assert got is not None and (got.pid, got.status) == (123, Status.COMPLETED)
 
 
-def test_a_failed_no_fsync_write_still_restores_full(store: Store) -> None:
-    with pytest.raises(ValueError), store._write("x", this_boot_only=True):
-        assert sync_level_unlocked(store) == 1
+def test_a_locked_write_is_flushed_unless_it_is_of_this_boot_only(store: Store) -> None:
+    flushes = counting_flushes(store)
+    with store._write("x", this_boot_only=True) as conn:
+        conn.execute("INSERT INTO settings (name, value) VALUES ('a', '1')")
+    assert flushes == []
+    with store._write("x") as conn:
+        conn.execute("INSERT INTO settings (name, value) VALUES ('b', '1')")
+    assert len(flushes) == 1
+    with store._write("x"):
+        pass  # wrote nothing, saw nothing unflushed: no flush
+    assert len(flushes) == 1
+    with pytest.raises(ValueError), store._write("x") as conn:
+        conn.execute("INSERT INTO settings (name, value) VALUES ('c', '1')")
         raise ValueError("boom")
-    assert sync_level(store) == 2
-
-
-def sync_level_unlocked(store: Store) -> int:
-    return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+    assert len(flushes) == 1 and store.get_setting("c") is None
 
 
 def test_task_to_dict_is_the_protocol_object_and_a_copy(store: Store) -> None:

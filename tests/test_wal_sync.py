@@ -103,13 +103,13 @@ def test_one_flush_covers_every_commit_made_before_it_started(tmp_path: Path) ->
     (tmp_path / "x.db-wal").write_bytes(b"")
     flushes: list[int] = []
     sync.flush = lambda fd: flushes.append(fd)  # type: ignore[method-assign]
-    seqs = [sync.committed() for _ in range(3)]
+    seqs = [sync.after_commit(True) for _ in range(3)]
     sync.wait(seqs[0])
     assert len(flushes) == 1
     sync.wait(seqs[2])
     sync.wait()
     assert len(flushes) == 1  # the first flush started after all three commits
-    sync.wait(sync.committed())
+    sync.wait(sync.after_commit(True))
     assert len(flushes) == 2
     sync.close()
 
@@ -118,7 +118,7 @@ def test_waiters_of_one_flush_share_it(tmp_path: Path) -> None:
     sync = WalSync(tmp_path / "x.db")
     (tmp_path / "x.db-wal").write_bytes(b"")
     held = HeldFlush(sync)
-    seq = sync.committed()
+    seq = sync.after_commit(True)
     out: dict[str, Any] = {}
     threads = [in_thread(lambda: sync.wait(seq), out, f"w{i}") for i in range(4)]
     held.wait_started()
@@ -170,7 +170,7 @@ def test_a_wal_gone_with_the_last_connection_needs_no_flush(tmp_path: Path) -> N
     (the last connection's close): a caller answered after the store closed is durable."""
     db = tmp_path / "syncd.db"
     store = Store.open(db)
-    seq = store._wal_sync.committed()  # as if a batch committed just before the close
+    seq = store._wal_sync.after_commit(True)  # as if a batch committed just before the close
     store.close()
     assert not Path(f"{db}-wal").exists()
     store._wal_sync.wait(seq)  # no error, nothing to flush

@@ -61,6 +61,9 @@ class StoreBase:
         self._writes_first = WritesFirst()
         self._busy_ms = int(busy_timeout_ms)
         self._closed = False
+        # From here on SQLite's COMMIT does not fsync: every durable write is flushed by
+        # WalSync before its caller goes on (migrations and the first commit were FULL).
+        conn.execute("PRAGMA synchronous = NORMAL")
         self._wal_sync = WalSync(path)
         self._writer = GroupWriter(
             conn, self._lock, self._busy_ms, path, self._writes_first, self._wal_sync
@@ -142,17 +145,20 @@ class StoreBase:
     @contextmanager
     def _write(self, what: str, *, this_boot_only: bool = False) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the store lock; on any error nothing is written.
+        The WAL is flushed (WalSync) after the lock is released and before the caller goes on.
 
         `this_boot_only`: facts that mean nothing after a power loss (a pid, a heartbeat)
-        commit without the fsync (synchronous=NORMAL): they survive a crash of the daemon,
-        and the next FULL commit syncs them with it, as WAL frames are written in order."""
+        are not flushed: they survive a crash of the daemon, and the next flush syncs them
+        with it, as WAL frames are written in order."""
+        seq = 0
         with self._hold(what) as conn:
-            if this_boot_only:
-                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                before = conn.total_changes
                 yield conn
                 conn.execute("COMMIT")
+                if not this_boot_only:
+                    seq = self._wal_sync.after_commit(conn.total_changes != before)
             except BaseException as exc:
                 rollback(conn)
                 if isinstance(exc, sqlite3.Error):
@@ -161,9 +167,8 @@ class StoreBase:
                         log.warning("store %s: %s", self.path, mapped.message)
                         raise mapped from exc
                 raise
-            finally:
-                if this_boot_only:
-                    conn.execute("PRAGMA synchronous = FULL")
+        if seq:
+            self._wal_sync.wait(seq)
 
     @contextmanager
     def _hold(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -403,9 +408,9 @@ def put_schedule_state_in(conn: sqlite3.Connection, name: str, fields: dict[str,
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    """Connection pragmas: WAL, synchronous=FULL (an acknowledged write survives power loss),
-    a busy timeout. auto_vacuum only takes effect before the first table exists, so it is set
-    before migrating a new file."""
+    """Connection pragmas: WAL, synchronous=FULL while opening (StoreBase then flushes the
+    WAL itself after each durable commit: WalSync), a busy timeout. auto_vacuum only takes
+    effect before the first table exists, so it is set before migrating a new file."""
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if migrations.version(conn) == 0:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")

@@ -2,7 +2,7 @@
 
 With synchronous=FULL the COMMIT itself fsyncs, and the one connection stays busy until the
 disk answers: a finish behind another slot's commit waited out that fsync before its pick
-could even run (half of the exit-to-next-claim time). Group transactions now commit with
+could even run (half of the exit-to-next-claim time). The store's connection now commits with
 synchronous=NORMAL (the frames are written, not synced) and the callers that need durability
 sync the WAL file themselves before they are answered, while the writer already runs the next
 batch. fsync flushes every written page of the file, whoever wrote it, so one that starts after
@@ -28,27 +28,23 @@ log = logging.getLogger(__name__)
 
 
 class WalSync:
-    """Sequence numbers of commits, and the fsyncs that make them durable."""
+    """Numbers for durable commits, and the fsyncs that make them durable."""
 
     def __init__(self, db_path: Path) -> None:
         self._wal = Path(f"{db_path}-wal")
         self._cond = threading.Condition(threading.Lock())
-        self._committed = 0  # commits made so far (durable or not)
+        self._committed = 0  # durable commits made so far
         self._synced = 0  # commits an fsync that has returned covers
         self._syncing = False
         self._fd: int | None = None
         self._failed: str | None = None
 
-    def committed(self) -> int:
-        """Record a commit whose frames are written (called right after its COMMIT, under the
-        store lock); returns its number, for `wait`."""
+    def after_commit(self, wrote: bool) -> int:
+        """The number to `wait` for after a COMMIT (called under the store lock). A
+        transaction that changed no row wrote nothing (a coalesced submit): it waits only
+        for what it saw, the commits before it."""
         with self._cond:
-            self._committed += 1
-            return self._committed
-
-    def last(self) -> int:
-        """The number of the latest commit (what a transaction that wrote nothing has seen)."""
-        with self._cond:
+            self._committed += wrote
             return self._committed
 
     def wait(self, seq: int | None = None) -> None:

@@ -297,47 +297,39 @@ class GroupWriter:
         self, jobs: list[_Job[Any]], durable: bool, committed: list[_Job[Any]]
     ) -> list[_Job[Any]]:
         conn = self._conn
-        # The fsync is the callers' (WalSync), after the connection is free for the next batch.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        changes_before = conn.total_changes
         try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except BaseException as exc:
-                rollback(conn)
-                for job in jobs:
-                    job.fail(exc, self._path)
-                return []
-            for i, job in enumerate(jobs):
-                try:
-                    job.result = job.fn(conn)
-                    if not conn.in_transaction:
-                        raise StoreError(ErrorCode.STORAGE_ERROR, _LOST_TRANSACTION % job.what)
-                except BaseException as exc:
-                    # No savepoint per write (two statements each, a measurable share of a
-                    # batch): a failing write undoes the whole transaction, gets its own
-                    # error, and the writes before and after it run again in the next one.
-                    rollback(conn)
-                    job.fail(exc, self._path)
-                    return [*jobs[:i], *jobs[i + 1 :]]
-            try:
-                self.commit(conn)
-            except BaseException as exc:
-                rollback(conn)
-                for job in jobs:
-                    job.fail(exc, self._path)
-                return []
-            if durable:
-                # A batch that changed no row wrote nothing (a coalesced submit): its callers
-                # wait only for what they saw, the commits before it, to be on disk.
-                wrote = conn.total_changes != changes_before
-                seq = self._wal_sync.committed() if wrote else self._wal_sync.last()
-                for job in jobs:
-                    job.commit_seq = seq
-            committed += jobs
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            rollback(conn)
+            for job in jobs:
+                job.fail(exc, self._path)
             return []
-        finally:
-            conn.execute("PRAGMA synchronous = FULL")
+        changes_before = conn.total_changes
+        for i, job in enumerate(jobs):
+            try:
+                job.result = job.fn(conn)
+                if not conn.in_transaction:
+                    raise StoreError(ErrorCode.STORAGE_ERROR, _LOST_TRANSACTION % job.what)
+            except BaseException as exc:
+                # No savepoint per write (two statements each, a measurable share of a
+                # batch): a failing write undoes the whole transaction, gets its own
+                # error, and the writes before and after it run again in the next one.
+                rollback(conn)
+                job.fail(exc, self._path)
+                return [*jobs[:i], *jobs[i + 1 :]]
+        try:
+            self.commit(conn)
+        except BaseException as exc:
+            rollback(conn)
+            for job in jobs:
+                job.fail(exc, self._path)
+            return []
+        if durable:  # its callers flush the WAL (WalSync) once the connection is free again
+            seq = self._wal_sync.after_commit(conn.total_changes != changes_before)
+            for job in jobs:
+                job.commit_seq = seq
+        committed += jobs
+        return []
 
 
 def _oldest_caller(jobs: list[_Job[Any]]) -> float:
