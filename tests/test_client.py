@@ -103,6 +103,20 @@ def test_request_timeout_is_unreachable_naming_the_path(daemon: FakeDaemon) -> N
     assert "0.2 s" in str(info.value)
 
 
+def test_request_with_no_timeout_waits_past_the_client_timeout(daemon: FakeDaemon) -> None:
+    """Ops whose work grows with the store ask for no timeout; the client's stays for others."""
+
+    def late(args: dict[str, Any]) -> Any:
+        time.sleep(0.5)
+        return {"cancelled": 3}
+
+    daemon.results["clear_queue"] = late
+    with Client(daemon.path, timeout=0.1) as c:
+        assert c.request("clear_queue", {}, None) == {"cancelled": 3}
+        with pytest.raises(DaemonUnreachable, match=r"within 0\.1 s \(op clear_queue\)"):
+            c.call("clear_queue")
+
+
 def test_open_stream_yields_none_when_idle(daemon: FakeDaemon) -> None:
     daemon.silent.add("watch")
     with Client(daemon.path, timeout=None) as c:

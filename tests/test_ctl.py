@@ -6,7 +6,8 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,8 +17,10 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from syncd.control.ops.table import registry
 from syncd.ctl import app as ctl
 from syncd.ctl import pool as ctl_pool
+from syncd.ctl.client import Client
 from syncd.ctl.main import main as syncctl
 from tests.helpers.fake_daemon import FakeDaemon, FakeError
 from tests.helpers.rows import STATUS, task
@@ -639,3 +642,88 @@ def test_watch_prints_source_events_by_their_message(fake: FakeDaemon) -> None:
     assert result.exit_code == 0, result.output
     assert fake.last("watch") == {"events": ["source"]}
     assert result.stdout == f"2025-09-29T14:22:00Z {message}\n"
+
+
+# -- ops whose work grows with the store ------------------------------------------------------
+
+SHORT = 0.2  # the request timeout in these tests, for 30 s
+LATE = 3 * SHORT  # how long the fake daemon takes to answer
+LONG = [
+    (["clear-queue"], "clear_queue", "cancelled 3 queued tasks\n"),
+    (["reset-state"], "reset_state", "cancelled 2 queued tasks; killed: 5\n"),
+    (["prune"], "prune", "deleted 10 tasks, kept 4, freed 2048 bytes\n"),
+]
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """syncctl's request timeout cut to SHORT, so a late reply takes LATE, not minutes."""
+
+    class ShortClient(Client):
+        def __init__(self, path: Path, *, timeout: float | None = 30.0, **kw: Any) -> None:
+            super().__init__(path, timeout=None if timeout is None else SHORT, **kw)
+
+    monkeypatch.setattr(ctl, "Client", ShortClient)
+
+
+def answer_late(fake: FakeDaemon, op: str, then: Callable[[], Any]) -> None:
+    """The fake answers `op` with then() only after LATE (the daemon at work)."""
+
+    def late(args: dict[str, Any]) -> Any:
+        time.sleep(LATE)
+        return then()
+
+    fake.results[op] = late
+
+
+@pytest.mark.parametrize(("argv", "op", "line"), LONG, ids=[r[1] for r in LONG])
+@pytest.mark.usefixtures("short_timeout")
+def test_a_long_op_waits_past_the_request_timeout(
+    fake: FakeDaemon, argv: list[str], op: str, line: str
+) -> None:
+    """A 1M-task clear-queue outlives syncctl's 30 s timeout and still succeeds."""
+    answer_late(fake, op, lambda: CANNED[op])
+    t0 = time.monotonic()
+    result = run(fake, *argv)
+    assert time.monotonic() - t0 >= LATE
+    assert result.exit_code == 0, result.output
+    assert (result.stdout, result.stderr) == (line, "")
+
+
+@pytest.mark.usefixtures("short_timeout")
+def test_a_long_op_json_is_the_late_reply_alone(fake: FakeDaemon) -> None:
+    answer_late(fake, "clear_queue", lambda: CANNED["clear_queue"])
+    result = run(fake, "clear-queue", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == CANNED["clear_queue"]
+    assert result.stderr == ""
+
+
+@pytest.mark.usefixtures("short_timeout")
+def test_an_ordinary_op_as_late_still_times_out(fake: FakeDaemon) -> None:
+    answer_late(fake, "process_queue", lambda: CANNED["process_queue"])
+    t0 = time.monotonic()
+    result = run(fake, "process-queue")
+    assert time.monotonic() - t0 < LATE
+    assert result.exit_code == 3
+    assert "no reply from the daemon" in result.stderr
+    assert f"within {SHORT:g} s (op process_queue)" in result.stderr
+
+
+@pytest.mark.usefixtures("short_timeout")
+def test_daemon_gone_during_a_long_op_exits_3(fake: FakeDaemon) -> None:
+    """No timeout is no hang: the connection's end is reported as the daemon's end."""
+
+    def die() -> Any:
+        raise OSError("daemon died")  # the fake closes the connection without a reply
+
+    answer_late(fake, "clear_queue", die)
+    result = run(fake, "clear-queue")
+    assert result.exit_code == 3
+    assert "closed the connection without a reply" in result.stderr
+    assert result.stdout == ""
+
+
+def test_long_ops_are_ops() -> None:
+    """A renamed op would silently fall back to the request timeout."""
+    assert ctl.LONG_OPS - set(registry()) == set()

@@ -23,6 +23,10 @@ from syncd.ctl.client import Client, ConfigUnreadable, DaemonError, DaemonUnreac
 
 F = TypeVar("F", bound=Callable[..., Any])
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Ops whose work grows with the store: clear_queue of 1,000,000 queued tasks takes over a
+# minute, so a request timeout would report a failure while the daemon goes on and succeeds.
+# They wait until the reply; a daemon that dies closes the connection, which ends the wait.
+LONG_OPS = frozenset({"clear_queue", "reset_state", "prune"})
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -74,8 +78,11 @@ def shared_client() -> Client:
 
 
 def call(op: str, **args: Any) -> Any:
-    """One request; args left as None are not sent, so the daemon's defaults apply."""
-    return shared_client().call(op, **{k: v for k, v in args.items() if v is not None})
+    """One request; args left as None are not sent, so the daemon's defaults apply. An op
+    in LONG_OPS has no reply timeout (the others keep the client's)."""
+    c = shared_client()
+    sent = {k: v for k, v in args.items() if v is not None}
+    return c.request(op, sent, None if op in LONG_OPS else c.timeout)
 
 
 def emit(result: Any, human: str | Callable[[Any], str]) -> None:

@@ -109,12 +109,17 @@ class Client:
 
     def call(self, op: str, **args: Any) -> Any:
         """Send one request and return its result; DaemonError when the daemon refuses it."""
-        req_id = self._send(op, args)
-        reply = self._read_reply(req_id, self.timeout)
+        return self.request(op, args, self.timeout)
+
+    def request(self, op: str, args: Mapping[str, Any], timeout: float | None) -> Any:
+        """call() with a reply timeout of its own: None waits until the reply or until the
+        daemon closes the connection, for ops whose work grows with the store."""
+        req_id = self._send(op, dict(args))
+        reply = self._read_reply(req_id, timeout)
         if reply is None:
             self.close()
             raise DaemonUnreachable(
-                f"no reply from the daemon at {self.path} within {self.timeout:g} s"
+                f"no reply from the daemon at {self.path} within {timeout:g} s"
                 f" (op {op}): it is running but not answering"
             )
         return self._result(reply)
