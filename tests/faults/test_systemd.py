@@ -43,6 +43,16 @@ def unit_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return copy
 
 
+SPAN_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def span_seconds(span: str) -> float:
+    """A systemd time span of the forms the units use ("30", "5s", "1min 30s"), in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", span)
+    assert parts and "".join(f"{n}{u}" for n, u in parts) == span.replace(" ", ""), span
+    return sum(float(n) * SPAN_UNITS[u or "s"] for n, u in parts)
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [analyze(), *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
@@ -108,7 +118,18 @@ def test_spec_directives_are_present():
         "CapabilityBoundingSet": "",
     }
     assert {k: directives.get(k) for k in expected} == expected
-    assert int(directives["TimeoutStopSec"]) >= 10 + 15  # kill grace + 15
+    assert span_seconds(directives["TimeoutStopSec"]) >= 10 + 15  # kill grace + 15
+    # R10: a watchdog kill waits TimeoutAbortSec (TimeoutStopSec when it is unset) between
+    # SIGABRT and SIGKILL. syncd records nothing on SIGABRT, so that wait is kept short: the
+    # restart comes within WatchdogSec + TimeoutAbortSec + RestartSec (the README's R10 check).
+    assert "TimeoutAbortSec" in directives, "TimeoutAbortSec unset: a watchdog kill waits 30 s"
+    abort = span_seconds(directives["TimeoutAbortSec"])
+    assert 0 < abort < span_seconds(directives["TimeoutStopSec"])
+    bound = sum(
+        span_seconds(directives[k]) for k in ("WatchdogSec", "TimeoutAbortSec", "RestartSec")
+    )
+    promise = f"restarts syncd within {bound:g} s of the STOP"  # the README's R10 procedure
+    assert promise in (REPO / "README.md").read_text(), f"README R10 does not say {promise!r}"
     assert "reload" in directives["ExecReload"] and "syncctl" in directives["ExecReload"]
     for forbidden in ("PrivateNetwork", "MemoryDenyWriteExecute", "IPAddressDeny"):
         assert forbidden not in directives
