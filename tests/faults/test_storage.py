@@ -1,17 +1,25 @@
 """Storage faults against a real daemon (RELIABILITY 2.3): a full disk (S1), a database locked
-by another process (S2) and a read-only state dir (S4). S1 and S4 use real mounts (a 2 MiB
-tmpfs, a read-only bind mount), not failpoints: CI runs as root."""
+by another process (S2), the WAL under a streaming `watch` (S3) and a read-only state dir
+(S4). S1 and S4 use real mounts (a 2 MiB tmpfs, a read-only bind mount), not failpoints: CI
+runs as root."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.helpers.system import (
+    Conn,
+    DaemonProc,
     assert_responsive,
     fill_disk,
     read_only_bind,
@@ -183,6 +191,131 @@ def test_s2_short_lock_waits_long_lock_answers_busy(make_daemon):
     assert d.proc is not None and d.proc.poll() is None
     assert "Traceback" not in d.stderr()
     assert quick_check(db) == "ok"
+
+
+class WalWatcher(threading.Thread):
+    """Samples `<db>-wal` every few ms: its largest size, its page size and the checkpoint
+    sequence number of its header (offset 12), which SQLite increments each time it resets
+    the WAL, i.e. starts writing it from the beginning again after a complete checkpoint."""
+
+    def __init__(self, wal: Path):
+        super().__init__(daemon=True)
+        self.wal = wal
+        self.max_size = 0
+        self.page_size = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.halt = threading.Event()
+
+    def resets(self) -> int:
+        if self.first_seq is None or self.last_seq is None:
+            return 0
+        return self.last_seq - self.first_seq
+
+    def sample(self) -> None:
+        try:
+            with open(self.wal, "rb") as f:
+                header = f.read(32)
+                self.max_size = max(self.max_size, os.fstat(f.fileno()).st_size)
+        except FileNotFoundError:
+            return
+        if len(header) < 32 or header[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
+            return  # not yet written
+        self.page_size = struct.unpack(">I", header[8:12])[0]
+        seq = struct.unpack(">I", header[12:16])[0]
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+
+    def run(self) -> None:
+        while not self.halt.wait(0.005):
+            self.sample()
+
+
+class Watch(threading.Thread):
+    """A `watch` client that keeps reading its stream (a reader that stops is disconnected
+    by design, K8), collecting the ids of the tasks it saw complete."""
+
+    def __init__(self, d: DaemonProc):
+        super().__init__(daemon=True)
+        self.conn = Conn(d.socket, timeout=60)
+        self.conn.send_raw(b'{"v":1,"id":"w","op":"watch"}\n')
+        self.completed: set[int] = set()
+        self.error: BaseException | None = None
+        self.closing = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                reply = self.conn.read_reply()
+                if not reply.get("ok") or not reply.get("more"):
+                    raise AssertionError(f"the watch stream ended: {json.dumps(reply)[:500]}")
+                event: dict[str, Any] = reply["result"] or {}
+                if event.get("event") == "task" and event.get("status") == "completed":
+                    self.completed.add(event["task"]["id"])
+        except BaseException as exc:  # reported by the test, unless it closed the stream
+            if not self.closing.is_set():
+                self.error = exc
+
+
+WAL_RESETS = 5  # each one follows >= wal_autocheckpoint (1000) pages written since the last
+
+
+def test_s3_wal_stays_bounded_while_a_watch_streams(make_daemon):
+    """S3: a `watch` client streams while short tasks run (each task writes its submit,
+    claim, pid and finish: about ten pages). SQLite checkpoints the WAL once it passes 1000
+    pages (wal_autocheckpoint, left at its default; syncd sets no journal_size_limit, so the
+    file keeps its largest size) and resets it once the checkpoint is complete and no reader
+    still uses the old frames. A reader holding a read transaction (a stream served from an
+    open cursor) stops every reset, and the WAL grows with everything written, towards the
+    soak's 64 MiB. The run goes on until the WAL was reset WAL_RESETS times (at least
+    5 x 1000 pages, about 20 MiB, passed through it), and the file must never exceed twice
+    the checkpoint threshold (7.8 MiB at 4 KiB pages): 1000 pages plus the largest
+    transaction of the run (a submit_many of 200, or a group commit: far below 1000 pages).
+    The run is sized by resets, not by a task count or a time, so a loaded machine (whose
+    group commits write fewer pages per task) makes it longer, not weaker."""
+    workers = 4  # one route never runs twice at once: one /bin/true route per worker
+    routes = {f"t{i}": {"argv": ["/bin/true"]} for i in range(workers)}
+    d = make_daemon({"alpha": {"routes": routes}}, daemon={"max_workers": workers})
+    wal = WalWatcher(d.state_dir / "syncd.db-wal")
+    wal.start()
+    watch = Watch(d)
+    watch.start()
+    submitted: list[int] = []
+    deadline = time.monotonic() + 90
+    try:
+        wait_for(lambda: wal.page_size, 10, "the WAL header")
+        bound = 2 * 1000 * wal.page_size  # twice wal_autocheckpoint's default, in bytes
+        while wal.resets() < WAL_RESETS:
+            assert wal.max_size <= bound, f"WAL at {wal.max_size} bytes after {wal.resets()} resets"
+            assert watch.error is None, watch.error
+            assert time.monotonic() < deadline, (
+                f"{len(submitted)} tasks, {wal.resets()} WAL resets in 90 s"
+                f" (WAL at most {wal.max_size} bytes)"
+            )
+            items = [
+                {"source": "alpha", "sync_type": f"t{i % workers}", "allow_duplicate": True}
+                for i in range(200)
+            ]
+            submitted += [r["id"] for r in d.call("submit_many", items=items)["results"]]
+            wait_for(lambda: d.call("status")["queued"] < 50, 60, "the queue to drain")
+        wait_for(
+            lambda: watch.completed >= set(submitted) or watch.error,
+            60,
+            "the watch to see every task complete",
+        )
+    finally:
+        wal.halt.set()
+        wal.join()
+        wal.sample()  # the file keeps its largest size: a peak between samples counts too
+        watch.closing.set()
+        watch.conn.close()
+    assert watch.error is None, watch.error  # the stream stayed open the whole run
+    assert watch.completed >= set(submitted)
+    assert wal.resets() >= WAL_RESETS
+    assert 0 < wal.max_size <= bound, f"WAL reached {wal.max_size} bytes (bound {bound})"
+    assert d.proc is not None and d.proc.poll() is None
+    assert "Traceback" not in d.stderr()
 
 
 def test_s4_read_only_state_dir_exits_78_with_one_line(make_daemon, workdir):
