@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import stat
-import subprocess
 import time
 
-import pytest
-
+from tests.helpers.strace import Tracer
 from tests.helpers.system import (
     DaemonProc,
     FaultUsers,
@@ -23,7 +19,6 @@ from tests.helpers.system import (
     read_json_lines,
     script_route,
     syncctl,
-    wait_for,
     write_script,
 )
 
@@ -114,37 +109,8 @@ def test_a4_params_are_argv_elements_never_a_shell(make_daemon, workdir):
     d = make_daemon({"alpha": {"routes": {"rec": route}}})
     assert d.proc is not None
     # The audit that no shell is ever exec'd is part of A4, not an extra: without strace, or
-    # when strace cannot attach, the test fails and says so (as a missing systemd-analyze or
-    # tmux does) instead of passing on the argv checks alone.
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.fail("strace not found: install Debian's `strace` package (CI does: .ci/run)")
-    strace_log = workdir / "strace.out"
-    strace_err = workdir / "strace.err"
-    with open(strace_err, "wb") as err:
-        tracer = subprocess.Popen(
-            [strace, "-f", "-qq", "-e", "trace=execve", "-o", str(strace_log),
-             "-p", str(d.proc.pid)],
-            stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-    pid = d.proc.pid
-
-    def traced() -> bool:  # every thread of the daemon has strace as its tracer
-        if tracer.poll() is not None:
-            pytest.fail(
-                f"strace could not attach to the daemon (exit {tracer.returncode}; is ptrace"
-                f" permitted here?): {strace_err.read_text(errors='replace').strip()}"
-            )
-        tids = os.listdir(f"/proc/{pid}/task")
-        return all(
-            f"TracerPid:\t{tracer.pid}" in open(f"/proc/{pid}/task/{t}/status").read() for t in tids
-        )
-
-    try:
-        wait_for(traced, 10, "strace to attach to every daemon thread")
-    except AssertionError as exc:
-        tracer.kill()
-        pytest.fail(f"{exc}: {strace_err.read_text(errors='replace').strip()}")
+    # when strace cannot attach, the test fails and says so.
+    tracer = Tracer(d.proc.pid, "execve", workdir / "strace.out")
 
     done = syncctl(d, "submit", "alpha", "rec", "--param", "since=x; rm -rf /", "--wait")
     assert done.returncode == 0, done.stderr
@@ -159,9 +125,7 @@ def test_a4_params_are_argv_elements_never_a_shell(make_daemon, workdir):
         assert bad["error"]["code"] == "param_not_allowed", (key, bad)
     assert len(read_json_lines(workdir / "argv.json")) == 1  # nothing else ran
 
-    tracer.send_signal(signal.SIGINT)
-    tracer.wait(10)
-    execs = [line for line in strace_log.read_text().splitlines() if "execve(" in line]
+    execs = [line for line in tracer.stop().splitlines() if "execve(" in line]
     assert any("argv_job.py" in line for line in execs), execs  # strace saw the spawn
     assert not [line for line in execs if '"/bin/sh"' in line or "/bin/sh" in line], execs
     assert not [line for line in execs if '"-c"' in line], execs

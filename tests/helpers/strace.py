@@ -35,28 +35,39 @@ class Call:
 
 
 class Tracer:
-    """strace -f on every thread of `pid`; stop() returns its log."""
+    """strace -f on every thread of `pid`; stop() returns its log. Without strace, or when it
+    cannot attach, the test fails and says why: the audit is part of the test, not an extra."""
 
     def __init__(self, pid: int, syscalls: str, log: Path) -> None:
-        if shutil.which("strace") is None:
-            pytest.fail("strace is not installed (Debian: apt-get install strace)")
+        strace = shutil.which("strace")
+        if strace is None:
+            pytest.fail("strace not found: install Debian's `strace` package (CI does: .ci/run)")
         self.log = log
-        argv = ["strace", "-f", "-qq", "-ttt", "-y", "-s", "120", "-e", f"trace={syscalls}"]
-        self.proc = subprocess.Popen(
-            [*argv, "-o", str(log), "-p", str(pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.err = log.with_suffix(".err")
+        argv = [strace, "-f", "-qq", "-ttt", "-y", "-s", "120", "-e", f"trace={syscalls}"]
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*argv, "-o", str(log), "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=err
+            )
 
         def attached() -> bool:  # every thread of the daemon has strace as its tracer
             if self.proc.poll() is not None:
-                stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                pytest.fail(f"strace could not attach to pid {pid}: {stderr.strip()}")
+                pytest.fail(
+                    f"strace could not attach to pid {pid} (exit {self.proc.returncode}; is"
+                    f" ptrace permitted here?): {self.stderr()}"
+                )
             mark = f"TracerPid:\t{self.proc.pid}"
             tasks = os.listdir(f"/proc/{pid}/task")
             return all(mark in Path(f"/proc/{pid}/task/{t}/status").read_text() for t in tasks)
 
-        wait_for(attached, 10, "strace to attach to every daemon thread")
+        try:
+            wait_for(attached, 10, "strace to attach to every daemon thread")
+        except AssertionError as exc:
+            self.proc.kill()
+            pytest.fail(f"{exc}: {self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace").strip()
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGINT)
