@@ -7,8 +7,8 @@ test_*.py, and nothing here is a test):
     python tests/bench/bench.py --depths 10000,100000,1000000 --idle-seconds 60
 
 Each section starts its own real `syncd` subprocess on a fresh state dir under /tmp (the
-same DaemonProc the end-to-end tests use), shipped settings (synchronous=FULL), and talks to
-it over the socket only. It prints a markdown table and writes tests/bench/results.json
+same DaemonProc the end-to-end tests use), shipped settings (WAL, durable commits synced),
+and talks to it over the socket only. It prints a markdown table and writes tests/bench/results.json
 (gitignored). Sections:
 
   e2e     N tasks of /bin/true, max_workers 2, 4 routes; submit_many, then status polling
