@@ -194,3 +194,13 @@ def test_a_write_that_changed_nothing_waits_for_what_it_saw_without_a_flush(
     for thread in (first, again):
         thread.join(DEADLINE)
     assert out["again"] == out["a"] and held.count == 1
+
+
+def test_the_store_tells_its_owner_once_when_a_flush_fails(store: Store) -> None:
+    told: list[str] = []
+    store.on_durability_lost(told.append)
+    failing_flush(store)
+    for route in ("a", "b"):
+        with pytest.raises(StoreError):
+            store.enqueue(new(route))
+    assert len(told) == 1 and "could not flush" in told[0]

@@ -3,6 +3,7 @@ shutdown. Signal handlers only write to a pipe; the main thread acts on them."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL_SECONDS = 0.0005
 EXIT_OK = 0
 EXIT_REFUSED = 1  # another daemon holds the state dir or the socket
+EXIT_STORAGE = 74  # EX_IOERR: a flush of the database failed; systemd restarts, SQLite recovers
+_FATAL = 0xFF  # on the signal pipe: not a signal number, the daemon must stop
 
 
 class DaemonRefused(Exception):
@@ -124,6 +127,8 @@ class Daemon:
         self.notifier = Notifier.from_environ(os.environ)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
+        self.fatal: str | None = None  # why the daemon must stop by itself
+        self.wake_main: Callable[[], None] = lambda: None  # run_daemon's: stop now
         self.lock_fd = -1
         self._next_sched = 0.0
 
@@ -134,6 +139,7 @@ class Daemon:
             log.warning("config %s", warning)
         self.lock_fd = acquire_lock(cfg.daemon.state_dir)
         self.store = Store.open(paths.db_path(cfg.daemon.state_dir), clock=self.clock)
+        self.store.on_durability_lost(self._durability_lost)
         self.dispatcher = Dispatcher(
             store=self.store,
             routes=RouteTable.from_config(cfg),
@@ -346,6 +352,14 @@ class Daemon:
                 log.warning("reload: %s changed in the config; it takes effect at restart", key)
             return result
 
+    def _durability_lost(self, reason: str) -> None:
+        """A flush of the WAL failed: nothing more can be acknowledged. Stop (the tasks are
+        killed as at any stop; what cannot be recorded now, the restart reconciles)."""
+        if self.fatal is None:
+            self.fatal = reason
+            log.critical("stopping: the database can no longer be written durably: %s", reason)
+            self.wake_main()
+
     # -- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
         log.info("stopping: killing %d running task(s)", len(self.dispatcher.running))
@@ -363,12 +377,12 @@ class Daemon:
         log.info("stopped")
 
 
-def _install_signal_pipe() -> int:
+def _install_signal_pipe() -> tuple[int, int]:
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wfd)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # the wakeup fd carries the signal number
-    return rfd
+    return rfd, wfd
 
 
 def run_daemon(config: Config) -> int:
@@ -384,17 +398,23 @@ def run_daemon(config: Config) -> int:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    rfd = _install_signal_pipe()
+    rfd, wfd = _install_signal_pipe()
     # A thread that wakes (a child exited, a commit's fsync returned, a request arrived)
     # waits for the GIL up to this long while another computes: 5 ms by default, which
     # showed up as whole milliseconds in every dispatch. (Performance, README.)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     daemon = Daemon(config)
+    daemon.wake_main = lambda: _wake(wfd)
     try:
         daemon.start()
     except DaemonRefused as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except SyncdError as exc:
+        if daemon.fatal is None:
+            raise
+        print(f"syncd: database: {exc.message}", file=sys.stderr)
+        return EXIT_STORAGE
     while True:
         select.select([rfd], [], [])
         try:
@@ -402,7 +422,7 @@ def run_daemon(config: Config) -> int:
         except BlockingIOError:
             continue
         sigs = set(data)
-        if signal.SIGTERM in sigs or signal.SIGINT in sigs:
+        if signal.SIGTERM in sigs or signal.SIGINT in sigs or _FATAL in sigs:
             break
         if signal.SIGHUP in sigs:
             try:
@@ -412,4 +432,9 @@ def run_daemon(config: Config) -> int:
             except Exception:  # a bug in applying it must not end the daemon and orphan tasks
                 log.exception("SIGHUP reload failed; the daemon goes on")
     daemon.stop()
-    return EXIT_OK
+    return EXIT_OK if daemon.fatal is None else EXIT_STORAGE
+
+
+def _wake(wfd: int) -> None:
+    with contextlib.suppress(BlockingIOError):  # a full pipe already wakes the main thread
+        os.write(wfd, bytes([_FATAL]))

@@ -111,6 +111,11 @@ class StoreBase:
             log.info("store %s: migrated to schema version %s", path, applied[-1])
         return cls(conn, path, clock or SystemClock(), busy_timeout_ms)
 
+    def on_durability_lost(self, tell: Callable[[str], None]) -> None:
+        """`tell(reason)` once if a flush of the WAL fails: nothing can be acknowledged after
+        that, so the daemon stops rather than refuse every write while looking healthy."""
+        self._wal_sync.on_failure = tell
+
     def close(self) -> None:
         """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
         self._writer.stop()  # the group writes queued so far are committed and answered

@@ -11,17 +11,21 @@ others wait for it). Reads on the store connection wait until what they can see 
 nothing that may be lost on power failure is answered or shown.
 
 A failed fsync cannot be retried safely (Linux may drop the pages it could not write and
-report the error once), so the first one is kept: every later wait fails with it, and the
-store reports storage_error until the daemon is restarted and SQLite recovers from the file."""
+report the error once), so the first one is kept: every later wait fails with it, the store
+reports storage_error, and the daemon is told (`on_failure`) so it stops: a restart recovers
+from what the file holds (Postgres does the same since 2018, "fsyncgate")."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from syncd.core.errors import StoreError
+from syncd.core.failpoints import injected_error
 from syncd.core.models import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 class WalSync:
     """Numbers for durable commits, and the fsyncs that make them durable."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, on_failure: Callable[[str], None] | None = None) -> None:
         self._wal = Path(f"{db_path}-wal")
         self._cond = threading.Condition(threading.Lock())
         self._committed = 0  # durable commits made so far
@@ -38,6 +42,7 @@ class WalSync:
         self._syncing = False
         self._fd: int | None = None
         self._failed: str | None = None
+        self.on_failure = on_failure  # told once, outside the lock: the daemon stops
 
     def after_commit(self, wrote: bool) -> int:
         """The number to `wait` for after a COMMIT (called under the store lock). A
@@ -69,6 +74,13 @@ class WalSync:
                 if error is not None:
                     self._failed = error
                     log.critical("store %s: %s", self._wal, error)
+                    tell = self.on_failure
+                    if tell is not None:
+                        self._cond.release()
+                        try:
+                            tell(error)
+                        finally:
+                            self._cond.acquire()
                 else:
                     self._synced = max(self._synced, upto)
             if self._synced < target:
@@ -96,7 +108,10 @@ class WalSync:
         return None
 
     def flush(self, fd: int) -> None:
-        """A seam for tests (a slow or failing disk)."""
+        """A seam for tests (a slow or failing disk); SYNCD_FAILPOINT=error:wal_flush fails
+        it as a disk would, for the daemon's end-to-end test."""
+        if injected_error("wal_flush"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         os.fdatasync(fd)
 
     def _wal_fd(self) -> int | None:

@@ -89,3 +89,37 @@ def test_r9_no_task_starts_before_its_claim_is_on_disk(make_daemon: Any, workdir
     trace = calls(tracer.stop())
     wal = str((d.state_dir / "syncd.db-wal").resolve())
     assert check_synced_before(trace, wal, is_spawn) == len(ids)
+
+
+def test_a_failed_flush_refuses_the_write_and_stops_the_daemon_for_a_restart(
+    make_daemon: Any,
+) -> None:
+    """The disk fails an fsync (SYNCD_FAILPOINT=error:wal_flush, once the store exists): the
+    submit gets storage_error, the daemon stops with 74 (EX_IOERR: systemd restarts it)
+    instead of going on refusing everything while its health check says ok, and the restart
+    recovers from the file."""
+    first = make_daemon()
+    assert first.stop() == 0
+    failing = make_daemon(env={"SYNCD_FAILPOINT": "error:wal_flush"})
+    reply = failing.request("submit", source="alpha", sync_type="a1")
+    assert reply["error"]["code"] == "storage_error", reply
+    assert "could not flush" in reply["error"]["message"]
+    assert failing.proc is not None
+    assert failing.proc.wait(30) == 74
+    log = failing.stderr()
+    assert "CRITICAL syncd.daemon.app: stopping: the database can no longer be written" in log
+    assert "Traceback" not in log
+    again = make_daemon()
+    assert again.call("ping")
+    listed = again.call("list")["tasks"]
+    assert all(t["status"] in {"queued", "running", "completed", "failed"} for t in listed)
+
+
+def test_a_failed_flush_while_starting_exits_74_with_one_line(make_daemon: Any) -> None:
+    d = make_daemon(env={"SYNCD_FAILPOINT": "error:wal_flush"}, start=False)
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(30) == 74
+    last = d.stderr().strip().splitlines()[-1]
+    assert last.startswith("syncd: database: could not flush committed writes to disk"), last
+    assert "Traceback" not in d.stderr()
