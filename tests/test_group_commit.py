@@ -20,7 +20,7 @@ import pytest
 from syncd.core.errors import StoreError
 from syncd.core.models import ErrorCode, Status
 from syncd.store.facade import Store
-from tests.helpers.writes import DEADLINE, in_thread, new, wait_until
+from tests.helpers.writes import DEADLINE, counting_flushes, in_thread, new, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,14 +86,7 @@ def test_a_batch_of_only_pid_and_heartbeat_writes_skips_the_fsync(store: Store) 
     task = store.enqueue(new())[0]
     assert store.transition(task.id, Status.QUEUED, Status.RUNNING, started_at="t")
     gate = Gate(store)
-    flushes: list[int] = []
-    real = store._wal_sync.flush
-
-    def flush(fd: int) -> None:
-        flushes.append(fd)
-        real(fd)
-
-    store._wal_sync.flush = flush  # type: ignore[method-assign]
+    flushes = counting_flushes(store)
     calls: dict[str, Callable[[], Any]] = {
         "first": lambda: store.enqueue(new("a")),
         "pid": lambda: store.set_running_fields(task.id, pid=7),
@@ -239,7 +232,7 @@ CRASH_CHILD = """
 import sys, threading
 from syncd.core.models import NewTask
 from syncd.store.facade import Store
-from tests.helpers.writes import DEADLINE, in_thread, new, wait_until
+from tests.helpers.writes import DEADLINE, counting_flushes, in_thread, new, wait_until
 store = Store.open(sys.argv[1])
 lock = threading.Lock()
 def run(k):

@@ -22,6 +22,7 @@ from syncd.core.models import FINAL, TASK_FIELDS, TRANSITIONS, ErrorCode, NewTas
 from syncd.store import migrations
 from syncd.store.facade import Store
 from syncd.store.requests import Ending, Pick
+from tests.helpers.writes import counting_flushes
 
 T0 = datetime(2025, 9, 29, 15, 30, 45, 123456, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
@@ -1099,18 +1100,6 @@ def test_performance_smoke_at_100k_queued(tmp_path: Path) -> None:
         assert "tasks_follow_up" in follow_up and "SCAN tasks" not in follow_up
     finally:
         s.close()
-
-
-def counting_flushes(store: Store) -> list[int]:
-    flushes: list[int] = []
-    real = store._wal_sync.flush
-
-    def flush(fd: int) -> None:
-        flushes.append(fd)
-        real(fd)
-
-    store._wal_sync.flush = flush  # type: ignore[method-assign]
-    return flushes
 
 
 def test_pid_and_heartbeat_commit_without_fsync_and_others_with_it(store: Store) -> None:

@@ -1,4 +1,5 @@
-"""What the store's write tests share: a task to enqueue and a call in a thread of its own."""
+"""What the store's write tests share: a task to enqueue, a call in a thread of its own, a
+count of the WAL's flushes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.core.models import NewTask
+from syncd.store.facade import Store
 
 DEADLINE = 20.0
 
@@ -35,3 +37,16 @@ def wait_until(cond: Callable[[], bool], what: str) -> None:
     while not cond():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(0.005)
+
+
+def counting_flushes(store: Store) -> list[int]:
+    """Let the store's WAL flushes through, each recorded in the list returned."""
+    flushes: list[int] = []
+    real = store._wal_sync.flush
+
+    def flush(fd: int) -> None:
+        flushes.append(fd)
+        real(fd)
+
+    store._wal_sync.flush = flush  # type: ignore[method-assign]
+    return flushes
