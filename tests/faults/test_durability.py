@@ -75,20 +75,21 @@ def test_r9_no_submit_is_acknowledged_before_its_commit_is_on_disk(
 
 
 def test_r9_no_task_starts_before_its_claim_is_on_disk(make_daemon: Any, workdir: Path) -> None:
-    """One worker, so each claim is followed by its own spawn; heartbeats far apart, so no
-    write of this boot only (not synced, on purpose) lands between a claim and its spawn."""
+    """Each task is claimed alone (submitted while paused, then resumed, and done before the
+    next), so no write of this boot only (a pid, a heartbeat: not synced, on purpose) can
+    land between a claim's sync and its spawn and blur which write the sync must follow."""
     d = make_daemon(daemon={"max_workers": 1, "heartbeat_seconds": 30})
-    d.call("pause")
-    ids = [d.call("submit", source="alpha", sync_type=s)["task"]["id"] for s in ("a1", "a2")]
     assert d.proc is not None
     tracer = Tracer(d.proc.pid, "pwrite64,pwritev,fdatasync,fsync,clone,clone3,vfork,fork",
                     workdir / "strace.out")  # fmt: skip
-    d.call("resume")
-    for task_id in ids:
+    for sync_type in ("a1", "a2", "a1"):
+        d.call("pause")
+        task_id = d.call("submit", source="alpha", sync_type=sync_type)["task"]["id"]
+        d.call("resume")
         assert d.wait_status(task_id, {"completed"})["status"] == "completed"
     trace = calls(tracer.stop())
     wal = str((d.state_dir / "syncd.db-wal").resolve())
-    assert check_synced_before(trace, wal, is_spawn) == len(ids)
+    assert check_synced_before(trace, wal, is_spawn) == 3
 
 
 def test_a_failed_flush_refuses_the_write_and_stops_the_daemon_for_a_restart(
