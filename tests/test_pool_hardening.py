@@ -23,6 +23,7 @@ from syncd.service import tasks as tasks_module
 from syncd.service.tasks import TaskService
 from tests.helpers import pool
 from tests.helpers.pool import make
+from tests.helpers.procs import Impostor, pause
 
 DEADLINE = 20.0
 
@@ -138,6 +139,53 @@ def test_leader_exit_0_wins_over_a_kill_during_the_leftovers(
     kid = int((tmp_path / "kid").read_text())
     wait_until(lambda: not Path(f"/proc/{kid}").exists() or leader_is_zombie(kid), "kid gone")
     assert d.store.tasks_with_status(Status.QUEUED) == []  # nothing requeued or retried
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_p5_a_late_cancel_or_timeout_spares_the_recycled_group_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """RELIABILITY P5 through the pool: the task's leader exited and was reaped (its group
+    empty) but its end is not recorded yet, and its number now leads another program's
+    group. A cancel or a timeout arriving then sends no killpg to that number and no signal
+    to that group (a real process took the number over), and the task ends `completed`."""
+    d = make(tmp_path, kill_grace_seconds=0.05)
+    reaped, release = threading.Event(), threading.Event()
+    real_finish = d._finish
+
+    def held_finish(rt: Any, outcome: Any) -> Any:  # between the reap and the record
+        reaped.set()
+        assert release.wait(DEADLINE)
+        return real_finish(rt, outcome)
+
+    monkeypatch.setattr(d, "_finish", held_finish)
+    task = submit(d, "ok")
+    assert d.tick() == [task.id]
+    assert reaped.wait(DEADLINE)
+    rt = d.running[task.id]
+    assert rt.child is not None and rt.child.exited  # reaped: its number is free
+    impostor = Impostor(rt.child.pid, tmp_path)
+    try:
+        killpgs: list[tuple[int, int]] = []
+        real_killpg = os.killpg
+
+        def killpg(pgid: int, sig: int) -> None:
+            killpgs.append((pgid, sig))
+            real_killpg(pgid, sig)
+
+        monkeypatch.setattr(os, "killpg", killpg)
+        reason = KILL_CANCEL if how == "cancel" else KILL_TIMEOUT
+        assert d.kill(task.id, reason, "timeout after 1 min")
+        pause(0.5)  # ten times the grace: a SIGKILL escalation would have fired by now
+        assert killpgs == []
+        assert impostor.signals() == ""
+        assert impostor.intact()
+        release.set()
+        done = final(d, task.id)
+        assert (done.status, done.exit_code) == (Status.COMPLETED, 0)
+    finally:
+        release.set()
+        impostor.kill()
 
 
 # -- item 9: exceptions after a spawn, a worker thread that cannot start, no lock held ------

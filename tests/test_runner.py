@@ -20,7 +20,7 @@ from syncd.pool import procs, runner
 from syncd.pool.envfile import SpawnError, build_env, read_env_file
 from syncd.pool.runner import Child, SpawnRequest
 from syncd.tasklog.reader import read_log
-from tests.helpers.procs import live, live_in_group, pause, read_pids, wait_until
+from tests.helpers.procs import Impostor, live, live_in_group, pause, read_pids, wait_until
 
 PY = sys.executable
 _task_ids = itertools.count(1)
@@ -383,6 +383,37 @@ def test_p5_late_terminate_sends_nothing(
     pause(0.3)  # the escalation would have fired by now
     assert calls == []
     assert not [t for t in threading.enumerate() if t.name == f"task-{child.task_id}-kill"]
+
+
+def test_p5_late_terminate_spares_a_group_that_took_over_the_number(
+    tmp_path: Path, children: list[Child], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader exited and was reaped (its group empty); the kernel hands its number to
+    another program's group leader, which has a member. A late terminate (a cancel or a
+    timeout arriving after the reap) must send nothing to that group: no killpg of the
+    number, no signal to its members, and no SIGKILL after the grace either."""
+    child = spawn(children, tmp_path, "print('bye')")
+    assert child.wait(15) == 0
+    assert live_in_group(child.pid) == []
+    impostor = Impostor(child.pid, tmp_path)
+    try:
+        killpgs: list[tuple[int, int]] = []
+        real_killpg = os.killpg
+
+        def killpg(pgid: int, sig: int) -> None:
+            killpgs.append((pgid, sig))
+            real_killpg(pgid, sig)
+
+        monkeypatch.setattr(os, "killpg", killpg)
+        child.terminate(0.05)
+        # The escalation would have fired after 0.05 s; a SIGTERM is recorded by the
+        # impostor's handler within milliseconds of delivery, a SIGKILL shows as a death.
+        pause(0.5)
+        assert killpgs == []
+        assert impostor.signals() == ""
+        assert impostor.intact()
+    finally:
+        impostor.kill()
 
 
 def test_p5_reaper_waits_for_leader_without_reaping_early(

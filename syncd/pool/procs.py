@@ -304,6 +304,13 @@ def _running(identity: ProcIdentity) -> bool:
     return identity.is_alive() and fields is not None and fields[0] not in ("Z", "X")
 
 
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except _RACES:
+        return None
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     try:
         leader = psutil.Process(pid)
@@ -373,6 +380,10 @@ class TreeSampler:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        # The leader as it is now (pid and start time, taken while it cannot be reaped):
+        # once it is reaped its number may name another program's process, whose tree is
+        # never walked as ours (RELIABILITY P5).
+        self._leader = _process(pid)
         self._lock = threading.Lock()  # the monitor samples while a worker may be killing
         self._seen: dict[int, _Seen] = {}
         self._cpu_total = 0.0
@@ -382,7 +393,10 @@ class TreeSampler:
         """Update the remembered set from the live tree; return the live entries."""
         live: list[_Seen] = []
         current: set[int] = set()
-        for proc in _tree(self.pid):
+        tree = _tree(self.pid)
+        if tree and tree[0] != self._leader:  # psutil compares pid and start time
+            tree = []  # the leader was reaped and its number reused: only remembered ones
+        for proc in tree:
             seen = self._seen.get(proc.pid)
             if seen is None or seen.proc != proc:  # new, or the pid was reused
                 seen = self._seen[proc.pid] = _Seen(proc)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,3 +55,52 @@ def read_pids(path: Path, count: int) -> list[int]:
         lambda: path.exists() and len(path.read_text().split()) >= count, what=f"{path.name}"
     )
     return [int(x) for x in path.read_text().split()[:count]]
+
+
+# A process group that takes over a number: a session leader and one forked member, both
+# recording any SIGTERM (SIGKILL cannot be recorded: the test checks they are still alive).
+_IMPOSTOR = """
+import os, signal, sys, time
+record, ready = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGTERM, lambda *_: open(record, "a").write(f"{os.getpid()} TERM\\n"))
+os.fork()
+open(ready, "a").write(f"{os.getpid()}\\n")
+time.sleep(120)
+"""
+
+
+class Impostor:
+    """Another program's process group whose number is `pid`: the kernel is made to hand
+    out that pid again (root writes /proc/sys/kernel/ns_last_pid, as CRIU does; retried
+    while other forks on the machine take the number first)."""
+
+    def __init__(self, pid: int, folder: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.fail("taking over a pid number needs root (CI runs as root)")
+        self.record = folder / f"impostor-{pid}.signals"
+        ready = folder / f"impostor-{pid}.ready"
+        argv = [sys.executable, "-c", _IMPOSTOR, str(self.record), str(ready)]
+        for _ in range(200):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+            proc = subprocess.Popen(argv, start_new_session=True)
+            if proc.pid == pid:
+                break
+            proc.kill()
+            proc.wait()
+        else:
+            pytest.fail(f"could not take over pid {pid}")
+        self.proc = proc
+        self.pids = read_pids(ready, 2)
+        assert os.getpgid(pid) == pid and all(os.getpgid(p) == pid for p in self.pids)
+
+    def signals(self) -> str:
+        return self.record.read_text() if self.record.exists() else ""
+
+    def intact(self) -> bool:
+        return all(live(p) for p in self.pids)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
