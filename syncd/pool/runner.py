@@ -113,6 +113,7 @@ class Child:
         self._returncode: int | None = None
         self._terminating = False
         self._exited_first = False  # the leader had exited on its own before terminate()
+        self._term_at: float | None = None  # when terminate() sent SIGTERM
         self._kill_at: float | None = None
         self._recorded: list[psutil.Process] = []
         self._done = threading.Event()
@@ -204,7 +205,8 @@ class Child:
                 return
             self._terminating = True
             self._exited_first = self._reaped or self._leader_has_exited()
-            self._kill_at = time.monotonic() + grace
+            self._term_at = time.monotonic()
+            self._kill_at = self._term_at + grace
             self._recorded = self._sampler.descendants()
             if self._reaped and not self._recorded:
                 return  # nothing is ours any more; the group number may belong to others
@@ -242,7 +244,7 @@ class Child:
                 log.warning(
                     "task %d: still running %.1fs after SIGTERM; sending SIGKILL",
                     self.task_id,
-                    time.monotonic() - (self._kill_at or time.monotonic()),
+                    time.monotonic() - (self._term_at or time.monotonic()),
                 )
                 signal_tree(self.pid, signal.SIGKILL, not self._reaped, recorded)
             for pid in wait_gone(group, recorded, 2.0):
