@@ -19,6 +19,7 @@ def main() -> int:
     p.add_argument("--exit", type=int, default=0)
     p.add_argument("--record", default=None)
     p.add_argument("--trap", action="store_true", help="ignore SIGTERM")
+    p.add_argument("--term-record", default=None, help="trap SIGTERM, appending its time here")
     p.add_argument("--grandchildren", type=int, default=0)
     p.add_argument("--busy", type=float, default=0.0, help="burn CPU silently for N s")
     p.add_argument("--progress", default=None)
@@ -31,6 +32,13 @@ def main() -> int:
 
     if a.trap:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if a.term_record:
+
+        def on_term(*_: object) -> None:
+            with open(a.term_record, "a") as f:
+                f.write(f"sigterm {a.name} {time.time():.6f} {os.environ.get('SYNCD_TASK_ID')}\n")
+
+        signal.signal(signal.SIGTERM, on_term)
     if a.pidfile:
         with open(a.pidfile, "a") as f:
             f.write(f"{os.getpid()}\n")

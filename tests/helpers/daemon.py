@@ -34,6 +34,7 @@ JOB_PARAMS = [
     "retry-after",
     "throttle",
     "gate",
+    "term-record",
 ]
 
 
@@ -47,6 +48,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def log_time(stderr: str, needle: str) -> float:
+    """When the daemon logged the first line containing `needle`, in seconds since the
+    epoch: its own clock, read back from the `%(asctime)s` (local time, ms) of the line."""
+    for line in stderr.splitlines():
+        if needle in line:
+            stamp = line[:23]  # "2024-05-01 12:00:00,123"
+            whole = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+            return whole + int(stamp[20:23]) / 1000
+    raise AssertionError(f"the daemon never logged {needle!r}")
 
 
 def toml_value(value: Any) -> str:
