@@ -427,3 +427,59 @@ def test_r13_stale_socket_file_is_replaced(make_daemon):
     d.start()  # the stale file's inode number may be reused: the log is the witness
     assert d.call("ping")["pid"] == d.proc.pid
     assert "replacing stale socket" in d.stderr()
+
+
+# -- R16: a daemon stop during the leftovers of a leader that exited 0 ------------------------
+LEAVES = """
+import os, signal, subprocess, sys, time
+folder = sys.argv[1]
+open(folder + "/runs", "a").write("run\\n")
+kid = subprocess.Popen(
+    [sys.executable, "-c", "import signal, sys, time;"
+     " signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+     " open(sys.argv[1], 'w').close(); time.sleep(600)", folder + "/trapped"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while not os.path.exists(folder + "/trapped"):
+    time.sleep(0.01)
+open(folder + "/kid", "w").write(str(kid.pid))
+"""
+
+
+def test_r16_a_stop_while_the_leftovers_of_an_exit_0_are_stopped_completes_the_task(
+    make_daemon, workdir
+):
+    """The leader exits 0 leaving a member that ignores SIGTERM; while the daemon stops
+    that member, the daemon itself is told to stop (SIGTERM), with on_shutdown = requeue.
+    The task is `completed` with exit code 0, before and after a restart; nothing is
+    requeued and the job ran once."""
+    script = workdir / "leaves.py"
+    script.write_text(LEAVES)
+    route = {"argv": [sys.executable, str(script), str(workdir)]}
+    d = make_daemon(
+        {"alpha": {"routes": {"leaves": route}}},
+        daemon={"kill_grace_seconds": 1, "on_shutdown": "requeue"},
+        start=False,
+    )
+    # Leftovers get 1 s before their SIGKILL; 60 s here, so the stop surely lands inside
+    # that window (it then ends when the stop's own kill, after kill_grace, ends it).
+    d.prelude = "from syncd.pool.runner import Child; Child.leftover_grace = 60.0"
+    d.start()
+    tid = d.call("submit", source="alpha", sync_type="leaves")["task"]["id"]
+    wait_for(
+        lambda: f"task {tid}: leader exited; stopping the rest" in d.stderr(),
+        15,
+        "the leader to exit and its trapped member to be stopped",
+    )
+    kid = int((workdir / "kid").read_text())
+    assert pid_alive(kid)
+    assert d.stop(signal.SIGTERM) == 0
+    log = d.stderr()
+    assert f"task {tid}: killing (shutdown)" in log  # the stop did reach the task
+    assert f"task {tid}: exited (exit code 0) before it was killed" in log
+    wait_for(lambda: not pid_alive(kid), 10, "the trapped member to be gone")
+    d.start()
+    task = d.task(tid)
+    assert (task["status"], task["exit_code"], task["error"]) == ("completed", 0, None)
+    assert task["attempt"] == 1
+    assert d.call("list", status=["queued", "running"])["tasks"] == []
+    assert (workdir / "runs").read_text() == "run\n"  # not run again after the restart

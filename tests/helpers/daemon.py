@@ -155,11 +155,14 @@ class DaemonProc:
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.env.pop("NOTIFY_SOCKET", None)
         self.proc: subprocess.Popen[bytes] | None = None
+        # Python run in the daemon's process before `syncd` starts: a test hook for what
+        # has no setting (e.g. a longer Child.leftover_grace); empty for the real program.
+        self.prelude = ""
 
     def start(self, wait: bool = True) -> DaemonProc:
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(self.config)],
+            [*self._program(), "--config", str(self.config)],
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
             stderr=self._stderr,
@@ -169,6 +172,12 @@ class DaemonProc:
         if wait:
             wait_for(self.ready, 20, "daemon to answer ping")
         return self
+
+    def _program(self) -> list[str]:
+        if not self.prelude:
+            return [sys.executable, "-m", "syncd"]
+        run = "import runpy; runpy.run_module('syncd', run_name='__main__', alter_sys=True)"
+        return [sys.executable, "-c", f"{self.prelude}\n{run}"]
 
     def ready(self) -> bool:
         assert self.proc is not None
