@@ -1,19 +1,27 @@
 """Protocol attacks K1-K9 against a real daemon (RELIABILITY 2.4), each a smaller live version
 of tests/test_server.py's fake-handler test, each followed by a ping from another client that
-must answer within 100 ms. The 60 s idle timeout of K6 is left to test_server.py."""
+must answer within 100 ms. K6's 60 s idle timeout and K7's 10 s request deadline are
+shortened in the daemon's process (DaemonProc.prelude) rather than waited for."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
 import socket
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from syncd.ctl.client import Client
+from tests.helpers.daemon import log_time
 from tests.helpers.system import (
     Conn,
     DaemonProc,
     assert_responsive,
+    reset_peak_rss,
     rss_bytes,
     wait_for,
 )
@@ -63,6 +71,7 @@ def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):
     d = make_daemon()
     assert d.proc is not None
     before = rss_bytes(d.proc.pid)
+    reset_peak_rss(d.proc.pid)
     s = raw(d)
     sent = 0
     try:
@@ -71,6 +80,9 @@ def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):
             sent += 65536
     except (BrokenPipeError, ConnectionResetError):
         pass
+    # Refused at 1 MiB: the daemon stops reading there, so the sender is cut off after
+    # 1 MiB plus what the socket buffers hold (a few hundred KiB), never 10 MB.
+    assert sent < 2 << 20, f"{sent} bytes were accepted"
     reply = read_line(s)
     assert reply["ok"] is False
     error = reply["error"]
@@ -78,6 +90,10 @@ def test_k1_ten_megabyte_line_is_refused_and_closed(make_daemon):
     assert "too long" in str(error["message"])
     assert closed(s)
     s.close()
+    # /proc/<daemon pid>/status: the peak during the attack (a buffer freed with the
+    # connection no longer shows in VmRSS) and what is left after it.
+    peak = rss_bytes(d.proc.pid, "VmHWM") - before
+    assert peak < 5 << 20, f"RSS grew {peak} bytes during the attack"
     assert rss_bytes(d.proc.pid) - before < 5 << 20
     assert_responsive(d)
 
@@ -97,20 +113,24 @@ def test_k2_garbage_lines_leave_the_connection_usable(make_daemon):
 
 def test_k3_deep_huge_and_wide_json(make_daemon):
     d = make_daemon()
+    wide = b",".join(b'"%x":0' % i for i in range(100_000))  # 100k keys, under 1 MiB
     attacks = [
         b"[" * 1000,
         b'{"v": 1, "id": ' + b"9" * 5000 + b', "op": "ping", "args": {}}',
-        b'{"v": 1, "id": 1, "op": "status", "args": {'
-        + b", ".join(b'"k%d": 1' % i for i in range(60_000))
-        + b"}}",
+        b'{"v": 1, "id": 1, "op": "ping", "args": {"n": ' + b"9" * 5000 + b"}}",
+        b"{" + wide + b"}",
+        b'{"v": 1, "id": 1, "op": "status", "args": {' + wide + b"}}",
     ]
     s = raw(d)
     for payload in attacks:
+        assert len(payload) < 1 << 20  # each reaches the parser, not the line cap
         s.sendall(payload + b"\n")
         reply = read_line(s)
         error = reply["error"]
         assert isinstance(error, dict) and error["code"] in ("bad_request", "invalid_args")
         assert "Traceback" not in json.dumps(reply)
+    s.sendall(b'{"v": 1, "id": 2, "op": "ping", "args": {}}\n')
+    assert read_line(s)["ok"] is True  # each was answered on a connection that stays usable
     s.close()
     assert "Traceback" not in d.stderr()
     assert_responsive(d)
@@ -166,30 +186,72 @@ def test_k5_two_hundred_concurrent_clients(make_daemon):
     assert_responsive(d)
 
 
-def test_k6_connections_beyond_256_get_busy(make_daemon):
-    d = make_daemon()
-    held: list[socket.socket] = []
+IDLE = 5.0  # the daemon's 60 s idle timeout, shortened through its Server's defaults
+SHORT_TIMEOUTS = (
+    "from syncd.control.server import Server\n"
+    "Server.__init__.__kwdefaults__.update(idle_timeout={idle}, request_timeout={request})"
+)
+
+
+@contextlib.contextmanager
+def open_files(needed: int) -> Iterator[None]:
+    """Room for `needed` descriptors in this process (its daemons inherit it): raise the
+    soft RLIMIT_NOFILE up to the hard one for the test; fail, never skip, if it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        yield
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.fail(f"the test needs {needed} open files; the hard limit (ulimit -Hn) is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     try:
-        for _ in range(256):
-            s = raw(d)
-            held.append(s)
-        # Every held one is really served (so the cap counts them).
-        held[0].sendall(b'{"v": 1, "id": 1, "op": "ping", "args": {}}\n')
-        assert read_line(held[0])["ok"] is True
-        extra = [raw(d) for _ in range(4)]
-        for s in extra:
-            reply = read_line(s)
-            assert reply["error"]["code"] == "busy", reply  # type: ignore[index]
-            assert closed(s)
-            s.close()
-        for s in held[:10]:
-            s.close()
-        del held[:10]
-        wait_for(lambda: Conn(d.socket).call("ping"), 10, "a slot for a legitimate client")
-        assert_responsive(d)
+        yield
     finally:
-        for s in held:
-            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_k6_a_thousand_idle_connections(make_daemon):
+    """1000 connections opened and held idle: the first 256 are served, the other 744 get
+    `busy` and are closed; the held ones are closed by the idle timeout (not before); then
+    a legitimate client gets through. Everything here runs as the daemon's own user, so
+    the per-user share (K12) does not apply and all 256 slots fill."""
+    with open_files(1000 + 256 + 256):  # ours, the daemon's, and headroom
+        d = make_daemon(start=False)
+        d.prelude = SHORT_TIMEOUTS.format(idle=IDLE, request=10.0)
+        d.start()
+        conns: list[tuple[float, socket.socket]] = []
+        try:
+            for _ in range(1000):
+                conns.append((time.monotonic(), raw(d)))
+            held, extra = conns[:256], conns[256:]
+            for _, s in extra:
+                reply = read_line(s)
+                assert reply["error"]["code"] == "busy", reply  # type: ignore[index]
+                assert closed(s)
+            # Each held one is accepted and idle: no data, not closed. Only those opened
+            # less than IDLE - 2 s ago are looked at: the daemon may close the others.
+            checked = 0
+            for opened, s in held:
+                if time.monotonic() - opened < IDLE - 2.0:
+                    s.setblocking(False)
+                    with pytest.raises(BlockingIOError):
+                        s.recv(1)
+                    checked += 1
+            assert checked > 0, "opening 1000 connections took longer than the idle timeout"
+            busy = Conn(d.socket, timeout=10)  # all 256 slots taken: refused
+            assert busy.read_reply()["error"]["code"] == "busy"
+            busy.close()
+            # The idle timeout closes every held connection (a bound far above IDLE, only
+            # so a loaded machine cannot fail it), and none before its IDLE seconds.
+            for opened, s in held:
+                s.setblocking(True)
+                s.settimeout(IDLE + 15.0)
+                assert closed(s), "an idle connection was not closed"
+                assert time.monotonic() - opened >= IDLE - 0.05
+            assert_responsive(d)  # a legitimate client gets through
+        finally:
+            for _, s in conns:
+                s.close()
 
 
 def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):
@@ -226,6 +288,45 @@ def test_k7_slowloris_and_k8_slow_reader_are_cut_off(make_daemon):
     reader.close()
     assert_responsive(d)
     assert d.task(task["id"])["status"] == "running"  # dispatch and the task are unaffected
+
+
+def test_k7_a_trickle_is_cut_at_the_deadline_from_its_first_byte(make_daemon):
+    """One byte at a time, faster than the deadline (the daemon's 10 s shortened to 2 s
+    through its Server's defaults): each byte must not extend it, so the connection is
+    closed REQUEST seconds after the FIRST byte, as the daemon's log line shows."""
+    request = 2.0
+    d = make_daemon(start=False)
+    d.prelude = SHORT_TIMEOUTS.format(idle=60.0, request=request)
+    d.start()
+    s = raw(d, timeout=30)
+    first = time.time()  # the daemon sees the first byte after this
+    replies = b""
+    for byte in b'{"v": 1, "id": 1, "op": "ping", "args": {}' + b" " * 1000:
+        if time.time() - first > request + 4.0:
+            pytest.fail("the trickle was not cut off: each byte extends the deadline")
+        try:
+            s.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        s.settimeout(0.25)  # pace: a byte every 0.25 s, or the daemon's answer
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        replies += chunk
+    else:
+        pytest.fail("the trickle was never cut off")
+    reply = json.loads(replies.split(b"\n")[0])
+    assert reply["error"]["code"] == "bad_request"
+    assert f"not complete within {request:g} s of its first byte" in reply["error"]["message"]
+    cut = log_time(d.stderr(), "incomplete after")
+    # From the first byte (ms log resolution); the upper bound only absorbs a loaded
+    # machine's wake-up: a deadline moved by the trickle would never fire at all.
+    assert request - 0.01 <= cut - first <= request + 1.5, cut - first
+    s.close()
+    assert_responsive(d)
 
 
 def test_k9_client_gone_right_after_submit(make_daemon):

@@ -163,12 +163,19 @@ def group_scan(pgid: int) -> list[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM (the peak RSS) afresh from the current RSS (proc(5), clear_refs "5"), so
+    a later VmHWM is the peak reached since: memory freed before it is read still counts."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
 
 
 # -- root-only machinery ----------------------------------------------------------------------
