@@ -18,7 +18,7 @@ from syncd.core.errors import StoreError
 from syncd.core.models import ErrorCode
 from syncd.store.durable import WalSync
 from syncd.store.facade import Store
-from tests.helpers.writes import DEADLINE, in_thread, new, wait_until
+from tests.helpers.writes import DEADLINE, counting_flushes, in_thread, new, wait_until
 
 
 class HeldFlush:
@@ -99,7 +99,7 @@ def test_a_read_does_not_show_a_commit_before_it_is_flushed(store: Store) -> Non
 
 
 def test_one_flush_covers_every_commit_made_before_it_started(tmp_path: Path) -> None:
-    sync = WalSync(tmp_path / "x.db")
+    sync = WalSync(tmp_path / "x.db-wal")
     (tmp_path / "x.db-wal").write_bytes(b"")
     flushes: list[int] = []
     sync.flush = lambda fd: flushes.append(fd)  # type: ignore[method-assign]
@@ -115,7 +115,7 @@ def test_one_flush_covers_every_commit_made_before_it_started(tmp_path: Path) ->
 
 
 def test_waiters_of_one_flush_share_it(tmp_path: Path) -> None:
-    sync = WalSync(tmp_path / "x.db")
+    sync = WalSync(tmp_path / "x.db-wal")
     (tmp_path / "x.db-wal").write_bytes(b"")
     held = HeldFlush(sync)
     seq = sync.after_commit(True)
@@ -165,9 +165,9 @@ def test_writes_of_this_boot_only_never_wait_for_a_flush(store: Store) -> None:
     assert calls() == 0
 
 
-def test_a_wal_gone_with_the_last_connection_needs_no_flush(tmp_path: Path) -> None:
-    """SQLite deletes the WAL only after checkpointing it into the synced database file
-    (the last connection's close): a caller answered after the store closed is durable."""
+def test_a_caller_answered_after_the_close_finds_its_commit_synced(tmp_path: Path) -> None:
+    """The close flushes every commit made so far before it closes the connection (and
+    SQLite deletes the WAL): a late waiter neither syncs nor fails."""
     db = tmp_path / "syncd.db"
     store = Store.open(db)
     seq = store._wal_sync.after_commit(True)  # as if a batch committed just before the close
@@ -176,6 +176,44 @@ def test_a_wal_gone_with_the_last_connection_needs_no_flush(tmp_path: Path) -> N
     store._wal_sync.wait(seq)  # no error, nothing to flush
     reopened = Store.open(db)
     reopened.close()
+
+
+def test_a_database_behind_a_symlink_has_its_wal_flushed(tmp_path: Path) -> None:
+    """SQLite keeps the WAL beside the file the link names: the one beside the link would
+    never exist (and a missing WAL is an error while the store is open, never "synced")."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    Store.open(disk / "syncd.db").close()
+    link = tmp_path / "syncd.db"
+    link.symlink_to(disk / "syncd.db")
+    store = Store.open(link)
+    flushes = counting_flushes(store)
+    store.enqueue(new("a"))
+    assert len(flushes) == 1
+    assert Path(f"{disk / 'syncd.db'}-wal").exists() and not Path(f"{link}-wal").exists()
+    store.close()
+
+
+def test_after_a_failed_flush_nothing_more_commits_and_the_close_does_not_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """What may be lost must not be built on: later writes are refused before their
+    transaction, and the close leaves the WAL for the restart's recovery, which checks
+    every frame, instead of copying pages the kernel may have dropped into the database."""
+    db = tmp_path / "syncd.db"
+    store = Store.open(db)
+    store.enqueue(new("before"))
+    failing_flush(store)
+    with pytest.raises(StoreError):
+        store.enqueue(new("a"))  # committed, then its flush failed
+    with pytest.raises(StoreError):
+        store.enqueue(new("b"))  # refused before it commits
+    with pytest.raises(StoreError):
+        store.set_setting("paused", "1")  # the locked path too
+    assert committed_ids(db) == {1, 2}
+    assert store.durability_lost() is not None
+    store.close()
+    assert Path(f"{db}-wal").exists()  # not checkpointed away
 
 
 def test_a_write_that_changed_nothing_waits_for_what_it_saw_without_a_flush(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd.config.diff import applicable, diff_configs, restart_required
 from syncd.config.load import load_config
@@ -411,10 +411,11 @@ def run_daemon(config: Config) -> int:
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except SyncdError as exc:
-        if daemon.fatal is None:
+        store = getattr(daemon, "store", None)
+        if store is None or store.durability_lost() is None:
             raise
         print(f"syncd: database: {exc.message}", file=sys.stderr)
-        return EXIT_STORAGE
+        _exit_unclosed()
     while True:
         select.select([rfd], [], [])
         try:
@@ -432,7 +433,17 @@ def run_daemon(config: Config) -> int:
             except Exception:  # a bug in applying it must not end the daemon and orphan tasks
                 log.exception("SIGHUP reload failed; the daemon goes on")
     daemon.stop()
-    return EXIT_OK if daemon.fatal is None else EXIT_STORAGE
+    if daemon.fatal is not None or daemon.store.durability_lost() is not None:
+        _exit_unclosed()
+    return EXIT_OK
+
+
+def _exit_unclosed() -> NoReturn:
+    """Exit 74 without closing the database: a close (here or at interpreter exit) would
+    checkpoint WAL pages whose flush failed into the database file (StoreBase.close)."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_STORAGE)
 
 
 def _wake(wfd: int) -> None:

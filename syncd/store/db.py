@@ -4,6 +4,7 @@ beside the queue (settings, schedule state) plus maintenance. store.py adds the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -64,7 +65,7 @@ class StoreBase:
         # From here on SQLite's COMMIT does not fsync: every durable write is flushed by
         # WalSync before its caller goes on (migrations and the first commit were FULL).
         conn.execute("PRAGMA synchronous = NORMAL")
-        self._wal_sync = WalSync(path)
+        self._wal_sync = WalSync(_wal_path(conn))
         self._writer = GroupWriter(
             conn, self._lock, self._busy_ms, path, self._writes_first, self._wal_sync
         )
@@ -116,13 +117,27 @@ class StoreBase:
         that, so the daemon stops rather than refuse every write while looking healthy."""
         self._wal_sync.on_failure = tell
 
+    def durability_lost(self) -> str | None:
+        """Why the store can no longer be written durably (None: it can)."""
+        return self._wal_sync.failed
+
     def close(self) -> None:
-        """Refresh planner statistics (bounded work, so shutdown stays fast) and close."""
+        """Refresh planner statistics (bounded work, so shutdown stays fast) and close.
+
+        After a failed flush the connection is left open: closing it would checkpoint WAL
+        pages the kernel may have dropped into the database file, where the restart's
+        recovery (which checks every frame) could no longer leave them out. The daemon
+        then exits without closing it (run_daemon)."""
         self._writer.stop()  # the group writes queued so far are committed and answered
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            with contextlib.suppress(StoreError):  # a failure is kept in _wal_sync
+                self._wal_sync.wait()  # every commit made so far, so no late waiter syncs
+            if self._wal_sync.failed is not None:
+                log.error("store %s: left unclosed, not checkpointed: a flush failed", self.path)
+                return
             try:
                 self._conn.execute("PRAGMA analysis_limit = 400")
                 self._conn.execute("PRAGMA optimize")
@@ -158,6 +173,7 @@ class StoreBase:
         seq = 0
         with self._hold(what) as conn:
             try:
+                self._wal_sync.check()
                 conn.execute("BEGIN IMMEDIATE")
                 before = conn.total_changes
                 yield conn
@@ -410,6 +426,16 @@ def put_schedule_state_in(conn: sqlite3.Connection, name: str, fields: dict[str,
         f" ON CONFLICT (name) {conflict}",
         (name, *fields.values()),
     )
+
+
+def _wal_path(conn: sqlite3.Connection) -> Path:
+    """Where SQLite keeps the WAL: beside the database file it opened, which is the target
+    when the configured path is a symlink (a state dir linking to a database on another
+    disk): the -wal beside the link would never exist."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(f"{file}-wal")
+    raise StoreUnusable("?", "no main database on the connection", _CORRUPT_HINT)
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:

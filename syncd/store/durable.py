@@ -34,15 +34,27 @@ log = logging.getLogger(__name__)
 class WalSync:
     """Numbers for durable commits, and the fsyncs that make them durable."""
 
-    def __init__(self, db_path: Path, on_failure: Callable[[str], None] | None = None) -> None:
-        self._wal = Path(f"{db_path}-wal")
+    def __init__(self, wal: Path, on_failure: Callable[[str], None] | None = None) -> None:
+        self._wal = wal  # where SQLite keeps it: beside the database file a symlink names
         self._cond = threading.Condition(threading.Lock())
         self._committed = 0  # durable commits made so far
         self._synced = 0  # commits an fsync that has returned covers
         self._syncing = False
         self._fd: int | None = None
         self._failed: str | None = None
+        self._closed = False
         self.on_failure = on_failure  # told once, outside the lock: the daemon stops
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store can no longer be written durably (None: it can)."""
+        return self._failed
+
+    def check(self) -> None:
+        """Before a write transaction: refuse it once a flush has failed (its commit could
+        not be made durable, and a later checkpoint must not build on what may be lost)."""
+        if self._failed is not None:
+            raise StoreError(ErrorCode.STORAGE_ERROR, self._failed)
 
     def after_commit(self, wrote: bool) -> int:
         """The number to `wait` for after a COMMIT (called under the store lock). A
@@ -71,24 +83,27 @@ class WalSync:
                     self._cond.acquire()
                     self._syncing = False
                     self._cond.notify_all()
-                if error is not None:
-                    self._failed = error
-                    log.critical("store %s: %s", self._wal, error)
-                    tell = self.on_failure
-                    if tell is not None:
-                        self._cond.release()
-                        try:
-                            tell(error)
-                        finally:
-                            self._cond.acquire()
-                else:
+                if error is None:
                     self._synced = max(self._synced, upto)
+                    continue
+                self._failed = error
+                log.critical("store %s: %s", self._wal, error)
+                tell = self.on_failure
+                if tell is not None:
+                    self._cond.release()
+                    try:
+                        tell(error)
+                    finally:
+                        self._cond.acquire()
             if self._synced < target:
                 raise StoreError(ErrorCode.STORAGE_ERROR, self._failed or "fsync failed")
 
     def close(self) -> None:
+        """After the store's last durable commit was waited for (StoreBase.close): a late
+        waiter finds its commit synced and never reopens the file."""
         with self._cond:
             self._cond.wait_for(lambda: not self._syncing)
+            self._closed = True
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -96,9 +111,9 @@ class WalSync:
     def _sync(self) -> str | None:
         """fdatasync the WAL file; the reason on failure."""
         try:
-            fd = self._wal_fd()
-            if fd is not None:
-                self.flush(fd)
+            if self._closed:
+                raise OSError(errno.EBADF, "the store is closed")
+            self.flush(self._wal_fd())
         except OSError as exc:
             return (
                 f"could not flush committed writes to disk ({exc.strerror or exc}); what was "
@@ -114,15 +129,11 @@ class WalSync:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         os.fdatasync(fd)
 
-    def _wal_fd(self) -> int | None:
-        """An fd of the WAL file, reopened if the file was replaced; None if there is none:
-        SQLite deletes it only when the last connection closes, after checkpointing every
-        commit into the database file and syncing that (a caller answered after the store
-        closed finds nothing left to flush)."""
-        try:
-            inode = os.stat(self._wal).st_ino
-        except FileNotFoundError:
-            return None
+    def _wal_fd(self) -> int:
+        """An fd of the WAL file, reopened if the file was replaced. While the store's
+        connection is open SQLite keeps the file (it deletes it only at the last close): a
+        missing one is an error, never "nothing to flush"."""
+        inode = os.stat(self._wal).st_ino
         fd = self._fd
         if fd is not None and os.fstat(fd).st_ino == inode:
             return fd

@@ -298,6 +298,7 @@ class GroupWriter:
     ) -> list[_Job[Any]]:
         conn = self._conn
         try:
+            self._wal_sync.check()
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             rollback(conn)

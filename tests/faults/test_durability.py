@@ -110,6 +110,7 @@ def test_a_failed_flush_refuses_the_write_and_stops_the_daemon_for_a_restart(
     log = failing.stderr()
     assert "CRITICAL syncd.daemon.app: stopping: the database can no longer be written" in log
     assert "Traceback" not in log
+    assert (failing.state_dir / "syncd.db-wal").exists()  # left for recovery, not checkpointed
     again = make_daemon()
     assert again.call("ping")
     listed = again.call("list")["tasks"]
