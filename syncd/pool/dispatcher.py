@@ -345,6 +345,7 @@ class Dispatcher:
         log.info("task %d started: %s.%s (%s)", task.id, task.source, task.route, task.trigger)
         try:
             self.announce_task(task, wake=False)  # whoever claimed it is the one awake
+            self.sources.announce_probe(task)
         except Exception:
             log.exception("task %d: announcing its start failed", task.id)
 

@@ -243,12 +243,18 @@ class Sources:
                 st.starts = [*self._trim(inside, src.rate.count - 1), now]  # a new list
             probe = st.breaker == HALF_OPEN and st.probe is None
             if probe:
-                st.probe = task.id
-                self._changed(task.source, st, f"source {task.source} half-open: task {task.id}"
-                              " is its probe")  # fmt: skip
-            else:
-                self._save(task.source, st)
+                st.probe = task.id  # told once the claim is on disk: announce_probe
+            self._save(task.source, st)
             return Start(task.source, task.id, now if rated else None, probe)
+
+    def announce_probe(self, task: Task) -> None:
+        """Tell that the task is its half-open source's probe, once its start is durable and
+        told (said from inside the claim's transaction, it could be undone or lost)."""
+        with self.lock:
+            st = self.states.get(task.source)
+            if st is not None and st.breaker == HALF_OPEN and st.probe == task.id:
+                line = f"source {task.source} half-open: task {task.id} is its probe"
+                self._tell(task.source, st, line)
 
     def unstarted(self, start: Start) -> None:
         """Take back a start whose claim was rolled back: the task is queued again, so it
@@ -262,9 +268,8 @@ class Sources:
             if start.at is not None:
                 st.starts = [t for t in st.starts if t is not start.at]
             if start.probe and st.probe == start.task_id:
-                st.probe = None  # the line that named it the probe is corrected, not unsaid
-                line = f"source {start.source} half-open: task {start.task_id} is not its probe"
-                self._changed(start.source, st, f"{line} (its start was rolled back)")
+                st.probe = None  # never told: announce_probe comes after the commit
+                self._save(start.source, st)
 
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
@@ -376,8 +381,12 @@ class Sources:
         return src is None or src.breaker is None
 
     def _changed(self, name: str, st: SourceState, line: str) -> None:
-        log.info("%s", line)
         self._save(name, st)
+        self._tell(name, st, line)
+
+    def _tell(self, name: str, st: SourceState, line: str) -> None:
+        """Log the line and publish the state to watchers; never raises."""
+        log.info("%s", line)
         try:
             if self.events.subscriber_count:
                 self.events.publish({"event": "source", "at": iso(self.clock.now()),
