@@ -197,7 +197,8 @@ def test_p1_child_trapping_sigterm_is_killed_at_grace_and_the_next_starts_at_onc
     cancelled = log_time(log, f"task {trapper}: killing (cancel)")
     killed = log_time(log, f"task {trapper}: still running")
     (sigterm,) = [float(x.split()[2]) for x in terms.read_text().splitlines()]
-    starts = {x.split()[3]: float(x.split()[2]) for x in record.read_text().splitlines()}
+    lines = record.read_text().splitlines()  # "start <name> <time> <id>", then "end ..."
+    starts = {x.split()[3]: float(x.split()[2]) for x in lines if x.startswith("start ")}
     # The SIGTERM reached the child as the cancel was handled (the log's ms resolution).
     assert cancelled - 0.01 <= sigterm <= cancelled + 1.0
     # SIGKILL at kill_grace ± 1 s after the cancel (the criterion's own tolerance).

@@ -4,6 +4,7 @@ instance (R12) and a stale socket file (R13)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from syncd.pool.procs import boot_id, proc_starttime
@@ -472,14 +474,20 @@ def test_r16_a_stop_while_the_leftovers_of_an_exit_0_are_stopped_completes_the_t
     )
     kid = int((workdir / "kid").read_text())
     assert pid_alive(kid)
-    assert d.stop(signal.SIGTERM) == 0
-    log = d.stderr()
-    assert f"task {tid}: killing (shutdown)" in log  # the stop did reach the task
-    assert f"task {tid}: exited (exit code 0) before it was killed" in log
-    wait_for(lambda: not pid_alive(kid), 10, "the trapped member to be gone")
-    d.start()
-    task = d.task(tid)
-    assert (task["status"], task["exit_code"], task["error"]) == ("completed", 0, None)
-    assert task["attempt"] == 1
-    assert d.call("list", status=["queued", "running"])["tasks"] == []
-    assert (workdir / "runs").read_text() == "run\n"  # not run again after the restart
+    kid_proc = psutil.Process(kid)  # its identity: a failure below must not leave it behind
+    try:
+        assert d.stop(signal.SIGTERM) == 0
+        log = d.stderr()
+        assert f"task {tid}: killing (shutdown)" in log  # the stop did reach the task
+        assert f"task {tid}: exited (exit code 0) before it was killed" in log
+        wait_for(lambda: not pid_alive(kid), 10, "the trapped member to be gone")
+        d.start()
+        task = d.task(tid)
+        assert (task["status"], task["exit_code"], task["error"]) == ("completed", 0, None)
+        assert task["attempt"] == 1
+        assert d.call("list", status=["queued", "running"])["tasks"] == []
+        assert (workdir / "runs").read_text() == "run\n"  # not run again after the restart
+    finally:
+        with contextlib.suppress(psutil.Error):
+            if kid_proc.is_running():  # the same process, never a recycled pid
+                kid_proc.kill()
