@@ -18,6 +18,7 @@ import pytest
 from syncd.core.events import EventBus
 from syncd.core.models import Status, Task
 from syncd.pool.dispatcher import Dispatcher
+from syncd.pool.sources import CLOSED, HALF_OPEN
 from syncd.pool.supervise import KILL_CANCEL, KILL_TIMEOUT
 from syncd.service import tasks as tasks_module
 from syncd.service.tasks import TaskService
@@ -232,6 +233,33 @@ def test_a_worker_thread_that_cannot_start_frees_its_slot(
     done = d.store.get(task.id)
     assert done is not None and done.status is Status.FAILED
     assert "worker thread" in (done.error or "")
+
+
+def test_a_probe_whose_worker_thread_cannot_start_lets_another_task_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    breaker = "[sources.src]\nbreaker = { failures = 1, cooldown_minutes = 1 }\n"
+    d = make(tmp_path, f"{SLEEPER}\n{breaker}")
+    d.sources.state("src").breaker = HALF_OPEN
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("task-"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    task = submit(d, "sleeper")
+    d.tick()
+    state = d.sources.state("src")
+    assert (state.breaker, state.probe, state.failures) == (HALF_OPEN, None, 0)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    ok = submit(d, "ok")
+    assert d.tick() == [ok.id]
+    pool.wait_until(lambda: d.sources.state("src").breaker == CLOSED, what="the probe to close it")
+    failed = d.store.get(task.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert d.stop(timeout=20)
 
 
 def test_terminate_is_not_blocked_by_a_supervisor_waiting_for_its_child(
