@@ -24,7 +24,7 @@ from syncd.service import tasks as tasks_module
 from syncd.service.tasks import TaskService
 from tests.helpers import pool
 from tests.helpers.pool import make
-from tests.helpers.procs import Impostor, pause
+from tests.helpers.procs import Impostor, pause, record_killpg
 
 DEADLINE = 20.0
 
@@ -167,14 +167,7 @@ def test_p5_a_late_cancel_or_timeout_spares_the_recycled_group_number(
     assert rt.child is not None and rt.child.exited  # reaped: its number is free
     impostor = Impostor(rt.child.pid, tmp_path)
     try:
-        killpgs: list[tuple[int, int]] = []
-        real_killpg = os.killpg
-
-        def killpg(pgid: int, sig: int) -> None:
-            killpgs.append((pgid, sig))
-            real_killpg(pgid, sig)
-
-        monkeypatch.setattr(os, "killpg", killpg)
+        killpgs = record_killpg(monkeypatch)
         reason = KILL_CANCEL if how == "cancel" else KILL_TIMEOUT
         assert d.kill(task.id, reason, "timeout after 1 min")
         pause(0.5)  # ten times the grace: a SIGKILL escalation would have fired by now
@@ -215,10 +208,8 @@ def test_an_exception_after_the_spawn_kills_the_child_before_the_task_is_recorde
     assert real  # the real method is untouched
 
 
-def test_a_worker_thread_that_cannot_start_frees_its_slot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    d = make(tmp_path, SLEEPER)
+def no_task_threads(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make every task's worker thread fail to start; returns the real Thread.start."""
     real_start = threading.Thread.start
 
     def start(self: threading.Thread) -> None:
@@ -227,6 +218,14 @@ def test_a_worker_thread_that_cannot_start_frees_its_slot(
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
+    return real_start
+
+
+def test_a_worker_thread_that_cannot_start_frees_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make(tmp_path, SLEEPER)
+    no_task_threads(monkeypatch)
     task = submit(d, "sleeper")
     d.tick()
     assert task.id not in d.running
@@ -241,14 +240,7 @@ def test_a_probe_whose_worker_thread_cannot_start_lets_another_task_probe(
     breaker = "[sources.src]\nbreaker = { failures = 1, cooldown_minutes = 1 }\n"
     d = make(tmp_path, f"{SLEEPER}\n{breaker}")
     d.sources.state("src").breaker = HALF_OPEN
-    real_start = threading.Thread.start
-
-    def start(self: threading.Thread) -> None:
-        if self.name.startswith("task-"):
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
+    real_start = no_task_threads(monkeypatch)
     task = submit(d, "sleeper")
     d.tick()
     state = d.sources.state("src")

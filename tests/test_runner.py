@@ -20,7 +20,15 @@ from syncd.pool import procs, runner
 from syncd.pool.envfile import SpawnError, build_env, read_env_file
 from syncd.pool.runner import Child, SpawnRequest
 from syncd.tasklog.reader import read_log
-from tests.helpers.procs import Impostor, live, live_in_group, pause, read_pids, wait_until
+from tests.helpers.procs import (
+    Impostor,
+    live,
+    live_in_group,
+    pause,
+    read_pids,
+    record_killpg,
+    wait_until,
+)
 
 PY = sys.executable
 _task_ids = itertools.count(1)
@@ -397,14 +405,7 @@ def test_p5_late_terminate_spares_a_group_that_took_over_the_number(
     assert live_in_group(child.pid) == []
     impostor = Impostor(child.pid, tmp_path)
     try:
-        killpgs: list[tuple[int, int]] = []
-        real_killpg = os.killpg
-
-        def killpg(pgid: int, sig: int) -> None:
-            killpgs.append((pgid, sig))
-            real_killpg(pgid, sig)
-
-        monkeypatch.setattr(os, "killpg", killpg)
+        killpgs = record_killpg(monkeypatch)
         child.terminate(0.05)
         # The escalation would have fired after 0.05 s; a SIGTERM is recorded by the
         # impostor's handler within milliseconds of delivery, a SIGKILL shows as a death.

@@ -104,3 +104,16 @@ class Impostor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+
+def record_killpg(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Let os.killpg through, each call recorded (group, signal) in the list returned."""
+    killpgs: list[tuple[int, int]] = []
+    real_killpg = os.killpg
+
+    def killpg(pgid: int, sig: int) -> None:
+        killpgs.append((pgid, sig))
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    return killpgs
