@@ -5,6 +5,7 @@ connections are joined under one deadline, however many are stuck."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,14 +19,18 @@ from syncd.core.models import Status
 from tests.helpers.pool import make, submit, wait_until
 from tests.helpers.server import OPS, Conn, FakeHandler
 
+SLEEPER = f'sleeper = {{ argv = ["{sys.executable}", "-c", "import time; time.sleep(600)"] }}'
+
 
 def test_stop_waits_for_a_task_claimed_by_a_finishing_worker(tmp_path: Path) -> None:
     """The window: a worker's finish has claimed the next task in the same transaction, and
     that task has no thread of its own yet (it runs next in the same worker). A stop in that
     window must still wait for its end to be recorded."""
-    d = make(tmp_path)
-    first, _ = submit(d, "ok", allow_duplicate=True)
-    second, _ = submit(d, "ok", allow_duplicate=True)  # same route: waits for the first
+    # One slot, so the second task is claimed by the first's finish; it sleeps, so the stop
+    # surely interrupts it (a task that exits by itself first would end `completed`).
+    d = make(tmp_path, SLEEPER, max_workers=1)
+    first, _ = submit(d, "ok")
+    second, _ = submit(d, "sleeper")
     seen: dict[str, Any] = {}
     stopper = threading.Thread(target=lambda: seen.update(stopped=d.stop(20), at=snapshot()))
 

@@ -170,7 +170,12 @@ class DaemonProc:
             cwd=self.workdir,
         )
         if wait:
-            wait_for(self.ready, 20, "daemon to answer ping")
+            try:
+                wait_for(self.ready, 20, "daemon to answer ping")
+            except AssertionError as exc:
+                if "timed out" not in str(exc):
+                    raise
+                raise AssertionError(f"{exc}; its stderr:\n{self.stderr()[-4000:]}") from None
         return self
 
     def _program(self) -> list[str]:
@@ -189,6 +194,12 @@ class DaemonProc:
             return False
         try:
             return bool(conn.call("ping"))
+        except OSError:  # reset or timed out: a daemon that died while starting says why
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited {self.proc.returncode}:\n{self.stderr()}"
+                ) from None
+            return False
         finally:
             conn.close()
 
