@@ -127,7 +127,6 @@ class Daemon:
         self.notifier = Notifier.from_environ(os.environ)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
-        self.fatal: str | None = None  # why the daemon must stop by itself
         self.wake_main: Callable[[], None] = lambda: None  # run_daemon's: stop now
         self.lock_fd = -1
         self._next_sched = 0.0
@@ -353,12 +352,11 @@ class Daemon:
             return result
 
     def _durability_lost(self, reason: str) -> None:
-        """A flush of the WAL failed: nothing more can be acknowledged. Stop (the tasks are
-        killed as at any stop; what cannot be recorded now, the restart reconciles)."""
-        if self.fatal is None:
-            self.fatal = reason
-            log.critical("stopping: the database can no longer be written durably: %s", reason)
-            self.wake_main()
+        """A flush of the WAL failed (the store tells once): nothing more can be acknowledged.
+        Stop (the tasks are killed as at any stop; what cannot be recorded now, the restart
+        reconciles); run_daemon then exits 74, as `store.durability_lost()` says."""
+        log.critical("stopping: the database can no longer be written durably: %s", reason)
+        self.wake_main()
 
     # -- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -433,7 +431,7 @@ def run_daemon(config: Config) -> int:
             except Exception:  # a bug in applying it must not end the daemon and orphan tasks
                 log.exception("SIGHUP reload failed; the daemon goes on")
     daemon.stop()
-    if daemon.fatal is not None or daemon.store.durability_lost() is not None:
+    if daemon.store.durability_lost() is not None:
         _exit_unclosed()
     return EXIT_OK
 

@@ -360,10 +360,7 @@ class Dispatcher:
             with self.cond:
                 self.running.pop(rt.task.id, None)
                 self._waker.wake_held()
-            # It never ran: it says nothing of its source, but a half-open source whose
-            # probe it was must let another task try (else held until a restart).
-            self.sources.finished(rt.task, Status.FAILED, self.clock.now(), counts=False)
-            self.store.post_source_state(rt.task.source, lambda: self.sources.row(rt.task.source))
+            self.sources.never_ran(rt.task)
             error = f"internal error in syncd: cannot start a worker thread ({exc})"
             try:
                 done, _ = self.store.finish(

@@ -271,6 +271,14 @@ class Sources:
                 st.probe = None  # never told: announce_probe comes after the commit
                 self._save(start.source, st)
 
+    def never_ran(self, task: Task) -> None:
+        """A claimed task that never started (its worker thread could not): it says nothing
+        of its source, but a half-open source whose probe it was lets another task try
+        (else held until a restart). Saved now: no finish carries the state row."""
+        self.finished(task, Status.FAILED, self.clock.now(), counts=False)
+        with self.lock:
+            self._save(task.source, self.state(task.source))
+
     @staticmethod
     def _trim(starts: list[datetime], keep: int) -> list[datetime]:
         return starts[len(starts) - keep :] if keep > 0 else []

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class WalSync:
     """Numbers for durable commits, and the fsyncs that make them durable."""
 
-    def __init__(self, wal: Path, on_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(self, wal: Path) -> None:
         self._wal = wal  # where SQLite keeps it: beside the database file a symlink names
         self._cond = threading.Condition(threading.Lock())
         self._committed = 0  # durable commits made so far
@@ -43,7 +43,7 @@ class WalSync:
         self._fd: int | None = None
         self._failed: str | None = None
         self._closed = False
-        self.on_failure = on_failure  # told once, outside the lock: the daemon stops
+        self.on_failure: Callable[[str], None] | None = None  # told once, unlocked: it stops
 
     @property
     def failed(self) -> str | None:
